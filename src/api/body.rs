@@ -1,0 +1,27 @@
+//! Request bodies: size-limited (413) and strictly parsed (400 naming the problem;
+//! unknown fields are refused by `deny_unknown_fields` on every body type).
+
+use actix_web::web;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Read the whole body, refusing more than `limit` bytes, and parse it as `T`.
+pub async fn read_json<T: DeserializeOwned>(mut payload: web::Payload, limit: usize) -> Result<T, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            actix_web::error::PayloadError::Overflow => ApiError::too_large(limit),
+            e => ApiError::invalid(format!("cannot read request body: {e}")),
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.is_empty() {
+        return Err(ApiError::invalid("request body is empty; expected JSON"));
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}

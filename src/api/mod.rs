@@ -1,0 +1,184 @@
+//! The HTTPS REST API (SPEC §6): routing, shared state, request ids and HTTP metrics.
+//!
+//! Handlers live in one file per resource and all follow the same path: build a
+//! [`ctx::Ctx`], authenticate, authorise into a scope, parse input, call the domain
+//! service (which commits the change with its audit event), answer.
+
+pub mod body;
+pub mod ctx;
+pub mod error;
+pub mod health;
+pub mod records;
+pub mod tenants;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use actix_web::dev::{Server, Service};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use futures_util::FutureExt;
+use rand::RngCore;
+
+use crate::clock::Clock;
+use crate::keys::KeyService;
+use crate::records::RecordService;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use ctx::RequestId;
+use error::ApiError;
+
+/// State shared by every request.
+pub struct AppState {
+    /// LMDB store.
+    pub store: Store,
+    /// Key service.
+    pub keys: KeyService,
+    /// Records service.
+    pub records: RecordService,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Clock.
+    pub clock: Clock,
+    /// Body limit in bytes.
+    pub max_body: usize,
+    /// Serialises tenant creation (see `tenants`).
+    pub tenant_admin: tokio::sync::Mutex<()>,
+    /// Set when integrity checks fail; data endpoints then answer 503.
+    alarm: RwLock<Option<String>>,
+}
+
+impl AppState {
+    /// Assemble the state.
+    pub fn new(store: Store, keys: KeyService, metrics: Arc<Metrics>, clock: Clock, max_body: usize) -> Self {
+        let records = RecordService::new(store.clone(), keys.clone(), clock.clone());
+        Self { store, keys, records, metrics, clock, max_body, tenant_admin: Default::default(), alarm: RwLock::new(None) }
+    }
+
+    /// The current integrity alarm, if any.
+    pub fn alarm(&self) -> Option<String> {
+        self.alarm.read().map(|a| a.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Raise the integrity alarm (stays raised until an operator acts).
+    pub fn raise_alarm(&self, why: String) {
+        self.metrics.integrity_alarm.set(1);
+        let mut a = self.alarm.write().unwrap_or_else(|p| p.into_inner());
+        if a.is_none() {
+            *a = Some(why);
+        }
+    }
+
+    /// 503 `integrity_alarm` while the alarm is raised.
+    pub fn guard_integrity(&self) -> Result<(), ApiError> {
+        match self.alarm() {
+            Some(why) => Err(ApiError::integrity_alarm(why)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn new_request_id() -> String {
+    let mut b = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("req-{}", hex::encode(b))
+}
+
+/// Routes of the public API.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/v1/admin/tenants", web::post().to(tenants::create))
+        .route("/v1/admin/tenants", web::get().to(tenants::list))
+        .route("/v1/admin/tokens", web::post().to(tokens::create))
+        .route("/v1/admin/tokens/{token_id}", web::delete().to(tokens::revoke))
+        .route("/v1/entities/{entity_id}/records", web::post().to(records::write))
+        .route("/v1/entities/{entity_id}/records", web::get().to(records::list))
+        .route("/v1/entities/{entity_id}/records/{record_id}", web::get().to(records::get));
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such endpoint"))
+}
+
+/// Build the HTTPS server (not yet started). Returns it with its bound address.
+pub fn https_server(
+    state: web::Data<AppState>,
+    listen: SocketAddr,
+    tls: rustls::ServerConfig,
+) -> std::io::Result<(Server, SocketAddr)> {
+    let request_id_header = HeaderName::from_static("x-request-id");
+    let server = HttpServer::new(move || {
+        let header = request_id_header.clone();
+        App::new()
+            .app_data(state.clone())
+            .wrap_fn(move |req, srv| {
+                let started = Instant::now();
+                let id = new_request_id();
+                req.extensions_mut().insert(RequestId(id.clone()));
+                let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+                let method = req.method().as_str().to_owned();
+                let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+                let header = header.clone();
+                srv.call(req).map(move |res| {
+                    res.map(|mut res| {
+                        if let Some(m) = metrics {
+                            let status = res.status().as_u16().to_string();
+                            m.http_requests.with_label_values(&[&route, &method, &status]).inc();
+                            m.http_latency.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+                        }
+                        if let Ok(v) = HeaderValue::from_str(&id) {
+                            res.headers_mut().insert(header, v);
+                        }
+                        res
+                    })
+                })
+            })
+            .configure(routes)
+            .default_service(web::to(not_found))
+    })
+    .bind_rustls_0_23(listen, tls)?;
+    let addr = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no bound address"))?;
+    Ok((server.run(), addr))
+}
+
+/// Build the plain-HTTP metrics server on `metrics_listen`.
+pub fn metrics_server(metrics: Arc<Metrics>, listen: SocketAddr) -> std::io::Result<(Server, SocketAddr)> {
+    let server = HttpServer::new(move || {
+        let m = metrics.clone();
+        App::new().route(
+            "/metrics",
+            web::get().to(move || {
+                let m = m.clone();
+                async move { HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(m.render()) }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(listen)?;
+    let addr = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no bound address"))?;
+    Ok((server.run(), addr))
+}
+
+/// rustls server config: TLS 1.3 and 1.2 only, ring provider, the given PEM files.
+pub fn tls_config(cert_pem: &std::path::Path, key_pem: &std::path::Path) -> Result<rustls::ServerConfig, String> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let certs: Vec<_> = rustls_pemfile::certs(&mut read(cert_pem)?.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid certificate PEM {}: {e}", cert_pem.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", cert_pem.display()));
+    }
+    let key = rustls_pemfile::private_key(&mut read(key_pem)?.as_slice())
+        .map_err(|e| format!("invalid key PEM {}: {e}", key_pem.display()))?
+        .ok_or_else(|| format!("no private key in {}", key_pem.display()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS certificate/key rejected: {e}"))
+}

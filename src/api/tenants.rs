@@ -1,0 +1,109 @@
+//! `/v1/admin/tenants` — operator tokens with `tenants:manage`.
+//!
+//! Creating a tenant follows "undo half-finished key work": generate the KEK in the HSM,
+//! then commit the tenant + its `tenant_create` event; if the commit fails, destroy the
+//! KEK. Creations are serialised so a retry can never destroy another request's key.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::body::read_json;
+use super::ctx::{resource_id, Ctx};
+use super::error::ApiError;
+use super::AppState;
+use crate::audit::Action;
+use crate::auth::Permission;
+use crate::clock::rfc3339;
+use crate::domain::TenantId;
+use crate::keys::KeyError;
+use crate::store::{ChangeError, CommitError, TenantRecord};
+
+/// `POST /v1/admin/tenants` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    tenant_id: String,
+}
+
+/// `POST /v1/admin/tenants`
+pub async fn create(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let mut ctx = Ctx::new(&req, &state, Action::TenantCreate, "tenant:*".to_owned());
+    let principal = ctx.authenticate(&req).await?;
+    let auth = match principal.operator(Permission::TenantsManage) {
+        Ok(a) => a,
+        Err(d) => return Err(ctx.deny(d).await),
+    };
+    let body: CreateTenant = match read_json(payload, state.max_body).await {
+        Ok(b) => b,
+        Err(e) => return Err(ctx.reject(e).await),
+    };
+    ctx.resource = format!("tenant:{}", resource_id(&body.tenant_id));
+    let tenant = match TenantId::parse(body.tenant_id) {
+        Ok(t) => t,
+        Err(e) => return Err(ctx.reject(ApiError::invalid(e.to_string())).await),
+    };
+
+    let _serial = state.tenant_admin.lock().await;
+    let exists = match state.store.read().and_then(|t| t.tenant(&tenant)) {
+        Ok(e) => e.is_some(),
+        Err(e) => return Err(ctx.internal(&e).await),
+    };
+    if exists {
+        return Err(ctx.reject(ApiError::conflict(format!("tenant {tenant} already exists"))).await);
+    }
+    let version = 1;
+    let scope = auth.scope();
+    match state.keys.create_kek(scope, &tenant, version).await {
+        Ok(()) => {}
+        Err(KeyError::Hsm(strongroom_hsm::HsmError::KeyExists(_))) => {
+            // An orphan from an interrupted creation (no tenant record refers to it).
+            tracing::warn!(%tenant, "replacing orphaned KEK left by an interrupted tenant creation");
+            let replaced = match state.keys.destroy_kek(scope, &tenant, version).await {
+                Ok(()) => state.keys.create_kek(scope, &tenant, version).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = replaced {
+                tracing::error!(request_id = %ctx.request_id, error = %e, "KEK creation failed");
+                return Err(ctx.reject(ApiError::backend_unavailable()).await);
+            }
+        }
+        Err(e) => {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "KEK creation failed");
+            return Err(ctx.reject(ApiError::backend_unavailable()).await);
+        }
+    }
+    let record = TenantRecord { tenant_id: tenant.clone(), key_version: version, created_at: rfc3339(state.clock.now()) };
+    let (rec, op_scope) = (record.clone(), scope.clone());
+    let event = ctx.event().tenant(Some(tenant.clone())).detail("key_version", version);
+    match state.store.commit(event, move |txn, _| txn.insert_tenant(&op_scope, &rec)).await {
+        Ok(_) => Ok(HttpResponse::Created().json(&record)),
+        Err(e) => {
+            if let Err(undo) = state.keys.destroy_kek(scope, &tenant, version).await {
+                tracing::error!(error = %undo, %tenant, "could not destroy the KEK of a failed tenant creation");
+            }
+            Err(match e {
+                CommitError::Refused(ChangeError::Conflict(m), _) => ApiError::conflict(m).with_request_id(&ctx.request_id),
+                e => ctx.internal(&e).await,
+            })
+        }
+    }
+}
+
+/// `GET /v1/admin/tenants`
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut ctx = Ctx::new(&req, &state, Action::DataAccess, "tenant:*".to_owned());
+    let principal = ctx.authenticate(&req).await?;
+    if let Err(d) = principal.operator(Permission::TenantsManage) {
+        return Err(ctx.deny(d).await);
+    }
+    let tenants = match state.store.read().and_then(|t| t.tenants()) {
+        Ok(t) => t,
+        Err(e) => return Err(ctx.internal(&e).await),
+    };
+    let event = ctx.event().detail("count", tenants.len());
+    if let Err(e) = state.store.record(event).await {
+        return Err(ctx.internal(&e).await);
+    }
+    Ok(HttpResponse::Ok().json(json!({ "tenants": tenants })))
+}

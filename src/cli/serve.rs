@@ -1,0 +1,96 @@
+//! `strongroom serve`: open the parts, start HTTPS and metrics, notify systemd, run
+//! until SIGTERM/SIGINT, then record `service_stop` and exit 0.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+
+use super::boot;
+use super::init::is_initialised;
+use super::CliError;
+use crate::api::{self, AppState};
+use crate::audit::{Action, PendingEvent};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::keys::KeyService;
+
+/// What a running server printed for scripts: its addresses.
+pub struct Bound {
+    /// HTTPS address.
+    pub https: std::net::SocketAddr,
+    /// Metrics address.
+    pub metrics: std::net::SocketAddr,
+}
+
+/// Run `serve` with the config at `path`.
+pub fn run(path: &Path) -> Result<(), CliError> {
+    let config = Config::load(path)?;
+    serve(&config, |_| {})
+}
+
+/// Serve `config`; `on_ready` is called once both listeners are bound.
+pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliError> {
+    if !is_initialised(&config.data_dir) {
+        return Err(CliError::config(format!(
+            "{} is not initialised; run `strongroom init --config <file>` first",
+            config.data_dir.display()
+        )));
+    }
+    let tls = api::tls_config(&config.tls_cert, &config.tls_key).map_err(CliError::config)?;
+    let hsm = boot::open_hsm(config)?;
+    let metrics = boot::metrics()?;
+    let store = boot::open_store(config, metrics.clone())?;
+    let keys = KeyService::new(
+        hsm,
+        config.keys.dek_cache_capacity,
+        Duration::from_secs(config.keys.dek_cache_ttl_secs),
+        metrics.clone(),
+    );
+    let clock = Clock::system();
+    let state = web::Data::new(AppState::new(store.clone(), keys, metrics.clone(), clock, config.max_body_bytes));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let start = PendingEvent::new(Action::ServiceStart, "system", "audit", "startup").detail("version", env!("CARGO_PKG_VERSION"));
+        store.record(start).await.map_err(|e| CliError::runtime(format!("cannot write service_start: {e}")))?;
+
+        let (https, https_addr) = api::https_server(state.clone(), config.listen, tls)
+            .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.listen)))?;
+        let (metrics_srv, metrics_addr) = api::metrics_server(Arc::clone(&metrics), config.metrics_listen)
+            .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.metrics_listen)))?;
+        let metrics_handle = metrics_srv.handle();
+        tokio::spawn(metrics_srv);
+        let bound = Bound { https: https_addr, metrics: metrics_addr };
+        println!("strongroom: serving https://{} metrics http://{}/metrics", bound.https, bound.metrics);
+        on_ready(&bound);
+        notify_systemd("READY=1");
+
+        // actix-web stops gracefully on SIGTERM/SIGINT.
+        let result = https.await;
+        notify_systemd("STOPPING=1");
+        metrics_handle.stop(true).await;
+        let stop = PendingEvent::new(Action::ServiceStop, "system", "audit", "shutdown");
+        store.record(stop).await.map_err(|e| CliError::runtime(format!("cannot write service_stop: {e}")))?;
+        result.map_err(|e| CliError::runtime(format!("server error: {e}")))
+    })
+}
+
+/// `sd_notify` without libsystemd: one datagram to `$NOTIFY_SOCKET`, if set.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),
+        None => SocketAddr::from_pathname(&path),
+    };
+    if let (Ok(sock), Ok(addr)) = (UnixDatagram::unbound(), addr) {
+        let _ = sock.send_to_addr(state.as_bytes(), &addr);
+    }
+}

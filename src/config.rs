@@ -1,0 +1,336 @@
+//! Configuration: one TOML file (SPEC §4), every key overridable by `STRONGROOM_<KEY>`
+//! environment variables (`__` separates nested keys: `STRONGROOM_HSM__PIN_FILE`).
+//!
+//! Invariant: a `Config` value has been fully validated; the PIN is never in it, only the
+//! path of the file holding it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variables with this prefix override config keys.
+pub const ENV_PREFIX: &str = "STRONGROOM_";
+/// Variables with the prefix that are not config keys.
+const NON_CONFIG_VARS: &[&str] = &["STRONGROOM_LOG", "STRONGROOM_TEST_CLOCK_OFFSET_SECS"];
+
+/// A configuration problem; always reported as one line and exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file or an override is not valid.
+    #[error("invalid config {path}: {message}")]
+    Invalid {
+        /// Path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The appliance configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// LMDB environment and appliance state.
+    pub data_dir: PathBuf,
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub tls_cert: PathBuf,
+    /// PEM private key.
+    pub tls_key: PathBuf,
+    /// Where `init` writes the bootstrap operator token (mode 0600).
+    pub bootstrap_token_file: PathBuf,
+    /// Prometheus endpoint (plain HTTP, loopback).
+    pub metrics_listen: SocketAddr,
+    /// Maximum request body in bytes (default 1 MiB).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Key hardware.
+    pub hsm: HsmConfig,
+    /// TPM (monotonic counter).
+    #[serde(default)]
+    pub tpm: Option<TpmConfig>,
+    /// Audit chain timings.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Differential privacy budget.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    /// Multi-party approval.
+    #[serde(default)]
+    pub governance: GovernanceConfig,
+    /// Data-key cache.
+    #[serde(default)]
+    pub keys: KeysConfig,
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+/// Which hardware holds the tier-1 keys.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HsmBackendKind {
+    /// A PKCS#11 module (SoftHSM, a network HSM...).
+    Pkcs11,
+    /// A TPM 2.0.
+    Tpm,
+}
+
+/// `[hsm]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    /// `pkcs11` (only this one is implemented; see README).
+    pub backend: HsmBackendKind,
+    /// PKCS#11 module path.
+    pub module: PathBuf,
+    /// Token label.
+    pub token_label: String,
+    /// File holding the user PIN (trailing whitespace ignored).
+    pub pin_file: PathBuf,
+}
+
+/// `[tpm]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmConfig {
+    /// TCTI string, e.g. `swtpm:host=127.0.0.1,port=2321` or `device:/dev/tpmrm0`.
+    pub tcti: String,
+    /// NV index of the monotonic counter.
+    pub nv_index: u32,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Seconds between checkpoints when there was activity.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_secs: u64,
+    /// Seconds between incremental verifications.
+    #[serde(default = "default_verify_interval")]
+    pub verify_interval_secs: u64,
+}
+fn default_checkpoint_interval() -> u64 {
+    300
+}
+fn default_verify_interval() -> u64 {
+    10
+}
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_secs: default_checkpoint_interval(),
+            verify_interval_secs: default_verify_interval(),
+        }
+    }
+}
+
+/// `[privacy]` (epsilons are decimal strings, parsed exactly where used).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Total ε per tenant.
+    #[serde(default = "default_budget")]
+    pub tenant_epsilon_budget: String,
+    /// Maximum ε per query.
+    #[serde(default = "default_query_cap")]
+    pub max_query_epsilon: String,
+}
+fn default_budget() -> String {
+    "10.0".to_owned()
+}
+fn default_query_cap() -> String {
+    "1.0".to_owned()
+}
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self { tenant_epsilon_budget: default_budget(), max_query_epsilon: default_query_cap() }
+    }
+}
+
+/// `[governance]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GovernanceConfig {
+    /// Approvals needed.
+    #[serde(default)]
+    pub threshold: u32,
+    /// `name:ed25519:<base64 key>` entries.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+}
+
+/// `[keys]` — DEK cache bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Maximum unwrapped DEKs held in memory.
+    #[serde(default = "default_cache_capacity")]
+    pub dek_cache_capacity: usize,
+    /// Seconds an unwrapped DEK may stay cached.
+    #[serde(default = "default_cache_ttl")]
+    pub dek_cache_ttl_secs: u64,
+}
+fn default_cache_capacity() -> usize {
+    10_000
+}
+fn default_cache_ttl() -> u64 {
+    300
+}
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self { dek_cache_capacity: default_cache_capacity(), dek_cache_ttl_secs: default_cache_ttl() }
+    }
+}
+
+impl Config {
+    /// Read `path`, apply `STRONGROOM_*` overrides from the process environment, validate.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml_with_env(&text, path, std::env::vars())
+    }
+
+    /// Parse TOML text with the given environment overrides.
+    pub fn from_toml_with_env(
+        text: &str,
+        path: &Path,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+        let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| invalid(e.message().to_owned()))?;
+        for (name, raw) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            if NON_CONFIG_VARS.contains(&name.as_str()) {
+                continue;
+            }
+            let path_parts: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            set_path(&mut root, &path_parts, parse_env_value(&raw))
+                .map_err(|m| invalid(format!("{name}: {m}")))?;
+        }
+        let config: Config = toml::Value::Table(root)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(e.message().to_owned()))?;
+        config.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.max_body_bytes == 0 {
+            return Err("max_body_bytes must be positive".into());
+        }
+        if self.keys.dek_cache_capacity == 0 {
+            return Err("keys.dek_cache_capacity must be positive".into());
+        }
+        if self.hsm.backend == HsmBackendKind::Tpm {
+            return Err("hsm.backend = \"tpm\" is not implemented yet; use \"pkcs11\"".into());
+        }
+        if self.hsm.token_label.is_empty() {
+            return Err("hsm.token_label must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// Read the HSM PIN from `hsm.pin_file`, ignoring trailing whitespace.
+    pub fn read_pin(&self) -> Result<secrecy::SecretString, ConfigError> {
+        let raw = std::fs::read_to_string(&self.hsm.pin_file)
+            .map_err(|source| ConfigError::Read { path: self.hsm.pin_file.clone(), source })?;
+        let pin = raw.trim_end().to_owned();
+        if pin.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: self.hsm.pin_file.clone(),
+                message: "the PIN file is empty".into(),
+            });
+        }
+        Ok(secrecy::SecretString::from(pin))
+    }
+}
+
+/// An env value is TOML if it parses as one (`42`, `true`, `["a"]`, `0x10`), else a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".into()),
+        [last] => {
+            // Keep strings as strings where the existing key is a string (e.g. "10.0").
+            let value = match (table.get(last), value) {
+                (Some(toml::Value::String(_)), v) if !v.is_str() => toml::Value::String(v.to_string()),
+                (_, v) => v,
+            };
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [head, rest @ ..] => {
+            let entry = table.entry(head.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => Err(format!("{head} is not a table")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const BASE: &str = r#"
+data_dir = "/tmp/x"
+listen = "127.0.0.1:8443"
+tls_cert = "c.pem"
+tls_key = "k.pem"
+bootstrap_token_file = "/tmp/x/bootstrap-token"
+metrics_listen = "127.0.0.1:9464"
+[hsm]
+backend = "pkcs11"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "strongroom"
+pin_file = "/etc/strongroom/hsm-pin"
+[tpm]
+tcti = "swtpm:host=127.0.0.1,port=2321"
+nv_index = 0x01500016
+"#;
+
+    #[test]
+    fn env_overrides_nested_keys_and_numbers() {
+        let env = vec![
+            ("STRONGROOM_HSM__PIN_FILE".to_owned(), "/run/pin".to_owned()),
+            ("STRONGROOM_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("STRONGROOM_TPM__NV_INDEX".to_owned(), "0x01500017".to_owned()),
+            ("STRONGROOM_LOG".to_owned(), "debug".to_owned()),
+        ];
+        let c = Config::from_toml_with_env(BASE, Path::new("x"), env.into_iter()).unwrap();
+        assert_eq!(c.hsm.pin_file, PathBuf::from("/run/pin"));
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.tpm.unwrap().nv_index, 0x0150_0017);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::from_toml_with_env(&format!("{BASE}\nbogus = 1"), Path::new("x"), std::iter::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+}

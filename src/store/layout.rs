@@ -1,0 +1,72 @@
+//! Key encodings. Every tenant-data key starts with the entity prefix
+//! `len(tenant) ‖ tenant ‖ len(entity) ‖ entity` (ids are ≤ 128 bytes of a fixed
+//! charset, so one length byte is unambiguous), which keeps one entity's data in one
+//! contiguous range of each database and makes a range bound to one tenant.
+
+use crate::domain::{EntityId, RecordId, TenantId};
+
+/// `len(tenant) tenant len(entity) entity`.
+pub fn entity_prefix(tenant: &TenantId, entity: &EntityId) -> Vec<u8> {
+    let (t, e) = (tenant.as_str().as_bytes(), entity.as_str().as_bytes());
+    let mut k = Vec::with_capacity(2 + t.len() + e.len() + 8 + 128);
+    k.push(t.len() as u8);
+    k.extend_from_slice(t);
+    k.push(e.len() as u8);
+    k.extend_from_slice(e);
+    k
+}
+
+/// Key in `records`: entity prefix ‖ timestamp nanos (BE) ‖ record id.
+pub fn record_key(prefix: &[u8], ts_nanos: u64, record: &RecordId) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&ts_nanos.to_be_bytes());
+    k.extend_from_slice(record.as_str().as_bytes());
+    k
+}
+
+/// Split a `records` key's suffix (after the prefix) into timestamp and record id.
+pub fn split_record_suffix(suffix: &[u8]) -> Option<(u64, RecordId)> {
+    if suffix.len() < 9 {
+        return None;
+    }
+    let ts = u64::from_be_bytes(suffix[..8].try_into().ok()?);
+    let id = RecordId::parse(std::str::from_utf8(&suffix[8..]).ok()?).ok()?;
+    Some((ts, id))
+}
+
+/// Key in `record_index`: entity prefix ‖ record id.
+pub fn record_index_key(prefix: &[u8], record: &RecordId) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(record.as_str().as_bytes());
+    k
+}
+
+/// Key in `entity_tenants`: `len(entity) entity len(tenant) tenant`.
+pub fn entity_tenant_key(tenant: &TenantId, entity: &EntityId) -> Vec<u8> {
+    let (t, e) = (tenant.as_str().as_bytes(), entity.as_str().as_bytes());
+    let mut k = Vec::with_capacity(2 + t.len() + e.len());
+    k.push(e.len() as u8);
+    k.extend_from_slice(e);
+    k.push(t.len() as u8);
+    k.extend_from_slice(t);
+    k
+}
+
+/// Prefix of all `entity_tenants` keys of one entity id.
+pub fn entity_tenants_prefix(entity: &EntityId) -> Vec<u8> {
+    let e = entity.as_str().as_bytes();
+    let mut k = Vec::with_capacity(1 + e.len());
+    k.push(e.len() as u8);
+    k.extend_from_slice(e);
+    k
+}
+
+/// Key in `audit`.
+pub fn audit_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// `meta` key of the chain head (`next_seq(8) ‖ last hash(32)`).
+pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
+/// `meta` key of the appliance id.
+pub const META_APPLIANCE_ID: &[u8] = b"appliance_id";

@@ -1,0 +1,154 @@
+//! LMDB storage: the only place bytes are persisted.
+//!
+//! Invariants:
+//! - every write goes through the single group-commit writer ([`writer`]), and every
+//!   write carries its audit event: [`Store::commit`] takes the event as an argument and
+//!   the writer appends it in the same LMDB transaction as the change;
+//! - record data is stored only as [`Sealed`](crate::keys::Sealed) bytes;
+//! - an entity's records, index entries and wrapped DEK share one key prefix
+//!   (`len(tenant) tenant len(entity) entity`), so its data is contiguous ranges.
+
+pub mod layout;
+mod read;
+mod write;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use lmdb::{Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction};
+
+pub use read::{ReadTxn, RecordPage, StoredRecord, TenantRecord};
+pub use write::{ChangeError, NewRecord, WriteTxn};
+pub use writer::{CommitError, Committed, EventReceipt};
+
+use crate::audit::{ChainHash, PendingEvent};
+use crate::telemetry::Metrics;
+
+/// Storage-level failure (LMDB or corrupt bytes).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// LMDB returned an error.
+    #[error("LMDB: {0}")]
+    Lmdb(#[from] lmdb::Error),
+    /// Bytes in the store do not parse.
+    #[error("corrupt stored value in {0}")]
+    Corrupt(&'static str),
+    /// Filesystem error.
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// The batch's transaction failed to commit.
+    #[error("write transaction failed: {0}")]
+    Commit(String),
+    /// The writer thread has stopped.
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+/// The named databases.
+#[derive(Clone, Copy)]
+pub struct Dbs {
+    /// Appliance metadata (`appliance_id`, `audit_head`...).
+    pub meta: Database,
+    /// tenant id → [`TenantRecord`] JSON.
+    pub tenants: Database,
+    /// entity prefix → wrapped DEK.
+    pub deks: Database,
+    /// `len(entity) entity len(tenant) tenant` → empty: which tenants use an entity id,
+    /// to tell a cross-tenant probe (audited as `access_denied`) from a plain miss.
+    pub entity_tenants: Database,
+    /// entity prefix ‖ timestamp(8, BE) ‖ record id → sealed record.
+    pub records: Database,
+    /// entity prefix ‖ record id → timestamp(8, BE): the record-id index.
+    pub record_index: Database,
+    /// token hash → [`crate::auth::TokenRecord`] JSON.
+    pub tokens: Database,
+    /// token id → token hash.
+    pub token_ids: Database,
+    /// seq(8, BE) → canonical event bytes.
+    pub audit: Database,
+}
+
+/// Handle to the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    env: Arc<Environment>,
+    dbs: Dbs,
+    writer: writer::WriterHandle,
+}
+
+/// LMDB map size: the file grows sparsely up to this.
+const MAP_SIZE: usize = 64 << 30;
+
+impl Store {
+    /// Open (creating if needed) the LMDB environment under `dir` and start the writer.
+    pub fn open(dir: &Path, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let env = Environment::new()
+            .set_max_dbs(16)
+            .set_map_size(MAP_SIZE)
+            .set_max_readers(512)
+            // NO_TLS: read transactions are not tied to OS threads (actix workers hop).
+            .set_flags(EnvironmentFlags::NO_TLS)
+            .open_with_permissions(dir, 0o600)?;
+        let create = |name| env.create_db(Some(name), DatabaseFlags::empty());
+        let dbs = Dbs {
+            meta: create("meta")?,
+            tenants: create("tenants")?,
+            deks: create("deks")?,
+            entity_tenants: create("entity_tenants")?,
+            records: create("records")?,
+            record_index: create("record_index")?,
+            tokens: create("tokens")?,
+            token_ids: create("token_ids")?,
+            audit: create("audit")?,
+        };
+        let env = Arc::new(env);
+        let head = read::audit_head(&env.begin_ro_txn()?, dbs.meta)?;
+        let writer = writer::WriterHandle::start(env.clone(), dbs, head, metrics)?;
+        Ok(Self { env, dbs, writer })
+    }
+
+    /// Begin a read transaction (a consistent snapshot).
+    pub fn read(&self) -> Result<ReadTxn<'_>, StoreError> {
+        Ok(ReadTxn::new(self.env.begin_ro_txn()?, &self.dbs))
+    }
+
+    /// Apply `change` and append `event` in one durable transaction, batched with other
+    /// concurrent commits. If `change` fails, nothing of it is kept, the event is still
+    /// recorded (outcome `failed`) and the error is returned once durable.
+    pub async fn commit<R, F>(&self, event: PendingEvent, change: F) -> Result<Committed<R>, CommitError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut WriteTxn<'_, '_>, &mut PendingEvent) -> Result<R, ChangeError> + Send + 'static,
+    {
+        self.writer.commit(event, change).await
+    }
+
+    /// Record an event that accompanies no change (reads, denials), durably.
+    pub async fn record(&self, event: PendingEvent) -> Result<EventReceipt, CommitError> {
+        self.commit(event, |_, _| Ok(())).await.map(|c| c.event)
+    }
+
+    /// Blocking variant of [`Store::commit`] for code outside the async runtime (`init`).
+    pub fn commit_blocking<R, F>(&self, event: PendingEvent, change: F) -> Result<Committed<R>, CommitError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut WriteTxn<'_, '_>, &mut PendingEvent) -> Result<R, ChangeError> + Send + 'static,
+    {
+        self.writer.commit_blocking(event, change)
+    }
+
+    /// The chain head: (next seq, hash of the last event).
+    pub fn audit_head(&self) -> Result<(u64, ChainHash), StoreError> {
+        let txn = self.env.begin_ro_txn()?;
+        let head = read::audit_head(&txn, self.dbs.meta)?;
+        txn.commit()?;
+        Ok(head)
+    }
+
+    /// Whether the environment answers (for `/readyz`).
+    pub fn ping(&self) -> bool {
+        self.env.begin_ro_txn().map(|t| t.commit().is_ok()).unwrap_or(false)
+    }
+}

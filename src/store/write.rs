@@ -1,0 +1,162 @@
+//! The changes a write transaction may make. Only the writer thread creates a
+//! [`WriteTxn`]; requests describe their change as a closure over it.
+
+use lmdb::{Database, RwTransaction, Transaction, WriteFlags};
+
+use super::layout;
+use super::read::TenantRecord;
+use super::Dbs;
+use crate::auth::tokens::TokenHash;
+use crate::auth::{OperatorScope, TenantScope, TokenRecord};
+use crate::domain::{EntityId, RecordId};
+use crate::keys::{Sealed, WrappedDek};
+
+/// Why a change was refused. The transaction's part for this change is rolled back.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The resource already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The resource does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The entity's data key changed since the caller read it (erased or created
+    /// concurrently); the caller retries with the stored key. Not audited.
+    #[error("data key changed concurrently")]
+    StaleKey,
+    /// LMDB failure.
+    #[error("storage: {0}")]
+    Storage(#[from] lmdb::Error),
+    /// Bytes in the store do not parse.
+    #[error("corrupt stored value in {0}")]
+    Corrupt(&'static str),
+}
+
+impl ChangeError {
+    /// Stable code for the audit event's details.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ChangeError::Conflict(_) => "conflict",
+            ChangeError::NotFound(_) => "not_found",
+            ChangeError::StaleKey => "stale_key",
+            ChangeError::Storage(_) | ChangeError::Corrupt(_) => "internal",
+        }
+    }
+}
+
+/// A record ready to store: sealed, with its clear-text position.
+pub struct NewRecord {
+    /// Record id.
+    pub id: RecordId,
+    /// Timestamp, Unix nanoseconds.
+    pub ts_nanos: u64,
+    /// Sealed data.
+    pub sealed: Sealed,
+}
+
+/// A write transaction, as seen by one change.
+pub struct WriteTxn<'t, 'env> {
+    txn: &'t mut RwTransaction<'env>,
+    dbs: &'t Dbs,
+}
+
+fn exists(txn: &RwTransaction<'_>, db: Database, key: &[u8]) -> Result<bool, ChangeError> {
+    match txn.get(db, &key) {
+        Ok(_) => Ok(true),
+        Err(lmdb::Error::NotFound) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl<'t, 'env> WriteTxn<'t, 'env> {
+    pub(super) fn new(txn: &'t mut RwTransaction<'env>, dbs: &'t Dbs) -> Self {
+        Self { txn, dbs }
+    }
+
+    /// Store the appliance id (once, at `init`).
+    pub fn set_appliance_id(&mut self, _scope: &OperatorScope, id: &str) -> Result<(), ChangeError> {
+        self.txn
+            .put(self.dbs.meta, &layout::META_APPLIANCE_ID, &id.as_bytes(), WriteFlags::NO_OVERWRITE)
+            .map_err(|e| match e {
+                lmdb::Error::KeyExist => ChangeError::Conflict("appliance already initialised".into()),
+                e => e.into(),
+            })
+    }
+
+    /// Create a tenant; `Conflict` if it exists.
+    pub fn insert_tenant(&mut self, _scope: &OperatorScope, tenant: &TenantRecord) -> Result<(), ChangeError> {
+        let value = serde_json::to_vec(tenant).map_err(|_| ChangeError::Corrupt("tenant"))?;
+        self.txn
+            .put(self.dbs.tenants, &tenant.tenant_id.as_str(), &value, WriteFlags::NO_OVERWRITE)
+            .map_err(|e| match e {
+                lmdb::Error::KeyExist => ChangeError::Conflict(format!("tenant {} already exists", tenant.tenant_id)),
+                e => e.into(),
+            })
+    }
+
+    /// Store a new token.
+    pub fn insert_token(&mut self, hash: &TokenHash, token: &TokenRecord) -> Result<(), ChangeError> {
+        let value = serde_json::to_vec(token).map_err(|_| ChangeError::Corrupt("token"))?;
+        self.txn.put(self.dbs.tokens, hash, &value, WriteFlags::NO_OVERWRITE)?;
+        self.txn.put(self.dbs.token_ids, &token.token_id.as_str(), hash, WriteFlags::NO_OVERWRITE)?;
+        Ok(())
+    }
+
+    /// Mark a token revoked (idempotent: a second revoke keeps the first time).
+    pub fn revoke_token(&mut self, token_id: &str, at: i64) -> Result<TokenRecord, ChangeError> {
+        let hash: TokenHash = match self.txn.get(self.dbs.token_ids, &token_id) {
+            Ok(h) => h.try_into().map_err(|_| ChangeError::Corrupt("token_ids"))?,
+            Err(lmdb::Error::NotFound) => return Err(ChangeError::NotFound(format!("token {token_id} not found"))),
+            Err(e) => return Err(e.into()),
+        };
+        let mut record: TokenRecord =
+            serde_json::from_slice(self.txn.get(self.dbs.tokens, &hash)?).map_err(|_| ChangeError::Corrupt("tokens"))?;
+        if record.revoked_at.is_none() {
+            record.revoked_at = Some(at);
+            let value = serde_json::to_vec(&record).map_err(|_| ChangeError::Corrupt("token"))?;
+            self.txn.put(self.dbs.tokens, &hash, &value, WriteFlags::empty())?;
+        }
+        Ok(record)
+    }
+
+    /// Store sealed records of one of the caller's entities, all or nothing.
+    ///
+    /// `dek` is the wrapped key the records were sealed under. If the entity has no key
+    /// yet it is stored; if it has another one (erased or created concurrently),
+    /// [`ChangeError::StaleKey`]. A record id that exists already → `Conflict`.
+    pub fn put_records(
+        &mut self,
+        scope: &TenantScope,
+        entity: &EntityId,
+        dek: &WrappedDek,
+        records: &[NewRecord],
+    ) -> Result<usize, ChangeError> {
+        let tenant = scope.tenant();
+        let prefix = layout::entity_prefix(tenant, entity);
+        match self.txn.get(self.dbs.deks, &prefix) {
+            Ok(stored) => {
+                let stored = WrappedDek::from_bytes(stored).ok_or(ChangeError::Corrupt("deks"))?;
+                if stored.dek_id != dek.dek_id {
+                    return Err(ChangeError::StaleKey);
+                }
+            }
+            Err(lmdb::Error::NotFound) => {
+                self.txn.put(self.dbs.deks, &prefix, &dek.to_bytes(), WriteFlags::NO_OVERWRITE)?;
+                self.txn.put(self.dbs.entity_tenants, &layout::entity_tenant_key(tenant, entity), &[], WriteFlags::empty())?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        for r in records {
+            if r.sealed.dek_id() != dek.dek_id {
+                return Err(ChangeError::StaleKey);
+            }
+            let index_key = layout::record_index_key(&prefix, &r.id);
+            if exists(self.txn, self.dbs.record_index, &index_key)? {
+                return Err(ChangeError::Conflict(format!("record {} already exists", r.id)));
+            }
+            self.txn.put(self.dbs.record_index, &index_key, &r.ts_nanos.to_be_bytes(), WriteFlags::empty())?;
+            self.txn.put(self.dbs.records, &layout::record_key(&prefix, r.ts_nanos, &r.id), &r.sealed.to_bytes(), WriteFlags::empty())?;
+        }
+        Ok(records.len())
+    }
+}
