@@ -157,7 +157,10 @@ fn default_query_cap() -> String {
 }
 impl Default for PrivacyConfig {
     fn default() -> Self {
-        Self { tenant_epsilon_budget: default_budget(), max_query_epsilon: default_query_cap() }
+        Self {
+            tenant_epsilon_budget: default_budget(),
+            max_query_epsilon: default_query_cap(),
+        }
     }
 }
 
@@ -192,15 +195,20 @@ fn default_cache_ttl() -> u64 {
 }
 impl Default for KeysConfig {
     fn default() -> Self {
-        Self { dek_cache_capacity: default_cache_capacity(), dek_cache_ttl_secs: default_cache_ttl() }
+        Self {
+            dek_cache_capacity: default_cache_capacity(),
+            dek_cache_ttl_secs: default_cache_ttl(),
+        }
     }
 }
 
 impl Config {
     /// Read `path`, apply `STRONGROOM_*` overrides from the process environment, validate.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml_with_env(&text, path, std::env::vars())
     }
 
@@ -210,16 +218,22 @@ impl Config {
         path: &Path,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
-        let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| invalid(e.message().to_owned()))?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let mut root: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| invalid(e.message().to_owned()))?;
         for (name, raw) in env {
-            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             if NON_CONFIG_VARS.contains(&name.as_str()) {
                 continue;
             }
             let path_parts: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();
-            set_path(&mut root, &path_parts, parse_env_value(&raw))
-                .map_err(|m| invalid(format!("{name}: {m}")))?;
+            set_path(&mut root, &path_parts, parse_env_value(&raw)).map_err(|m| invalid(format!("{name}: {m}")))?;
         }
         let config: Config = toml::Value::Table(root)
             .try_into()
@@ -246,8 +260,10 @@ impl Config {
 
     /// Read the HSM PIN from `hsm.pin_file`, ignoring trailing whitespace.
     pub fn read_pin(&self) -> Result<secrecy::SecretString, ConfigError> {
-        let raw = std::fs::read_to_string(&self.hsm.pin_file)
-            .map_err(|source| ConfigError::Read { path: self.hsm.pin_file.clone(), source })?;
+        let raw = std::fs::read_to_string(&self.hsm.pin_file).map_err(|source| ConfigError::Read {
+            path: self.hsm.pin_file.clone(),
+            source,
+        })?;
         let pin = raw.trim_end().to_owned();
         if pin.is_empty() {
             return Err(ConfigError::Invalid {
@@ -281,7 +297,9 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
             Ok(())
         }
         [head, rest @ ..] => {
-            let entry = table.entry(head.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table
+                .entry(head.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             match entry {
                 toml::Value::Table(t) => set_path(t, rest, value),
                 _ => Err(format!("{head} is not a table")),

@@ -64,21 +64,11 @@ pub trait KeyBackend: Send {
 
     /// Encrypt `key_material` (a data key) under the KEK with AES-GCM and `aad`.
     /// Output: `nonce(12) || ciphertext || tag(16)`.
-    fn wrap(
-        &mut self,
-        kek: KekRef<'_>,
-        key_material: &[u8],
-        aad: &[u8],
-    ) -> Result<Vec<u8>, HsmError>;
+    fn wrap(&mut self, kek: KekRef<'_>, key_material: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError>;
 
     /// Reverse of [`KeyBackend::wrap`]. A wrong KEK, AAD or tampered blob fails with
     /// [`HsmError::UnwrapFailed`].
-    fn unwrap(
-        &mut self,
-        kek: KekRef<'_>,
-        wrapped: &[u8],
-        aad: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, HsmError>;
+    fn unwrap(&mut self, kek: KekRef<'_>, wrapped: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, HsmError>;
 
     /// Destroy the KEK in the device. Destroying a missing key is not an error (the
     /// operation is idempotent so interrupted work can be redone).

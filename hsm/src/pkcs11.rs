@@ -20,9 +20,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{
-    Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle,
-};
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use rand::rngs::OsRng;
@@ -157,9 +155,7 @@ pub fn find_token_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
     let wanted = label.trim_end();
     let mut found = Vec::new();
     for slot in ctx.get_slots_with_token().map_err(device("list slots"))? {
-        let info = ctx
-            .get_token_info(slot)
-            .map_err(device("read token info"))?;
+        let info = ctx.get_token_info(slot).map_err(device("read token info"))?;
         if info.token_initialized() && info.label().trim_end() == wanted {
             found.push(slot);
         }
@@ -169,10 +165,7 @@ pub fn find_token_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
         [slot] => Ok(*slot),
         many => Err(HsmError::Device {
             op: "find token",
-            reason: format!(
-                "{} tokens are labelled {wanted:?}; labels must be unique",
-                many.len()
-            ),
+            reason: format!("{} tokens are labelled {wanted:?}; labels must be unique", many.len()),
         }),
     }
 }
@@ -216,11 +209,7 @@ impl Pkcs11Backend {
                 })
             }
         }
-        tracing::debug!(
-            token = token_label.trim_end(),
-            slot = slot.id(),
-            "PKCS#11 session open"
-        );
+        tracing::debug!(token = token_label.trim_end(), slot = slot.id(), "PKCS#11 session open");
         Ok(Self {
             session,
             slot,
@@ -250,10 +239,7 @@ impl Pkcs11Backend {
             [h] => Ok(Some(*h)),
             many => Err(HsmError::Device {
                 op: "find key",
-                reason: format!(
-                    "{} objects are labelled {label}; refusing to guess",
-                    many.len()
-                ),
+                reason: format!("{} objects are labelled {label}; refusing to guess", many.len()),
             }),
         }
     }
@@ -283,8 +269,7 @@ impl Pkcs11Backend {
         let h = self.kek_handle(kek)?;
         match op(&self.session, h) {
             Err(e)
-                if rv_of(&e) == Some(RvError::ObjectHandleInvalid)
-                    || rv_of(&e) == Some(RvError::KeyHandleInvalid) =>
+                if rv_of(&e) == Some(RvError::ObjectHandleInvalid) || rv_of(&e) == Some(RvError::KeyHandleInvalid) =>
             {
                 self.handles.remove(&kek.label());
                 let h = self.kek_handle(kek)?;
@@ -392,10 +377,7 @@ impl Pkcs11Backend {
                 }),
             }
         };
-        Ok((
-            find(ObjectClass::PRIVATE_KEY)?,
-            find(ObjectClass::PUBLIC_KEY)?,
-        ))
+        Ok((find(ObjectClass::PRIVATE_KEY)?, find(ObjectClass::PUBLIC_KEY)?))
     }
 
     fn generate_signing_pair(&self) -> Result<(ObjectHandle, ObjectHandle), HsmError> {
@@ -434,10 +416,7 @@ impl Pkcs11Backend {
         Ok((private, public))
     }
 
-    fn read_ed25519_public(
-        &self,
-        h: ObjectHandle,
-    ) -> Result<[u8; ED25519_PUBLIC_KEY_LEN], HsmError> {
+    fn read_ed25519_public(&self, h: ObjectHandle) -> Result<[u8; ED25519_PUBLIC_KEY_LEN], HsmError> {
         let attrs = self
             .session
             .get_attributes(h, &[AttributeType::EcPoint])
@@ -454,10 +433,7 @@ impl Pkcs11Backend {
             })?;
         parse_ec_point(point).ok_or_else(|| HsmError::Device {
             op: "read signing public key",
-            reason: format!(
-                "CKA_EC_POINT of {} bytes is not an Ed25519 point",
-                point.len()
-            ),
+            reason: format!("CKA_EC_POINT of {} bytes is not an Ed25519 point", point.len()),
         })
     }
 }
@@ -540,19 +516,12 @@ impl KeyBackend for Pkcs11Backend {
         }
     }
 
-    fn wrap(
-        &mut self,
-        kek: KekRef<'_>,
-        key_material: &[u8],
-        aad: &[u8],
-    ) -> Result<Vec<u8>, HsmError> {
+    fn wrap(&mut self, kek: KekRef<'_>, key_material: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
         let mut nonce = [0u8; GCM_NONCE_LEN];
-        OsRng
-            .try_fill_bytes(&mut nonce)
-            .map_err(|e| HsmError::Device {
-                op: "generate nonce",
-                reason: e.to_string(),
-            })?;
+        OsRng.try_fill_bytes(&mut nonce).map_err(|e| HsmError::Device {
+            op: "generate nonce",
+            reason: e.to_string(),
+        })?;
         let ciphertext = self
             .with_kek(kek, |s, h| {
                 let mut iv = nonce;
@@ -566,12 +535,7 @@ impl KeyBackend for Pkcs11Backend {
         Ok(out)
     }
 
-    fn unwrap(
-        &mut self,
-        kek: KekRef<'_>,
-        wrapped: &[u8],
-        aad: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+    fn unwrap(&mut self, kek: KekRef<'_>, wrapped: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, HsmError> {
         if wrapped.len() < GCM_NONCE_LEN + GCM_TAG_LEN {
             return Err(HsmError::UnwrapFailed);
         }
@@ -580,8 +544,7 @@ impl KeyBackend for Pkcs11Backend {
             let mut iv = [0u8; GCM_NONCE_LEN];
             iv.copy_from_slice(nonce);
             let params = GcmParams::new(&mut iv, aad, (GCM_TAG_LEN as u64 * 8).into())?;
-            s.decrypt(&Mechanism::AesGcm(params), h, ciphertext)
-                .map(Zeroizing::new)
+            s.decrypt(&Mechanism::AesGcm(params), h, ciphertext).map(Zeroizing::new)
         })?;
         match result {
             Ok(plain) => Ok(plain),
@@ -647,8 +610,7 @@ impl KeyBackend for Pkcs11Backend {
         let mechanism = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
         let sig = match self.session.sign(&mechanism, h, message) {
             Err(e)
-                if rv_of(&e) == Some(RvError::ObjectHandleInvalid)
-                    || rv_of(&e) == Some(RvError::KeyHandleInvalid) =>
+                if rv_of(&e) == Some(RvError::ObjectHandleInvalid) || rv_of(&e) == Some(RvError::KeyHandleInvalid) =>
             {
                 // Stale handle: find the pair again (never regenerate here).
                 self.signing = None;
@@ -666,10 +628,7 @@ impl KeyBackend for Pkcs11Backend {
         .map_err(device("sign"))?;
         sig.as_slice().try_into().map_err(|_| HsmError::Device {
             op: "sign",
-            reason: format!(
-                "signature of {} bytes, expected {ED25519_SIGNATURE_LEN}",
-                sig.len()
-            ),
+            reason: format!("signature of {} bytes, expected {ED25519_SIGNATURE_LEN}", sig.len()),
         })
     }
 
@@ -679,9 +638,7 @@ impl KeyBackend for Pkcs11Backend {
             SessionState::RwUser => Ok(()),
             other => Err(HsmError::Device {
                 op: "ping",
-                reason: format!(
-                    "session is {other:?}, expected a logged-in read-write user session"
-                ),
+                reason: format!("session is {other:?}, expected a logged-in read-write user session"),
             }),
         }
     }

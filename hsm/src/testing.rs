@@ -36,8 +36,7 @@ pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// The SoftHSM module path: `$STRONGROOM_TEST_PKCS11_MODULE` if set, else
 /// [`SOFTHSM_MODULE`].
 pub fn softhsm_module_path() -> PathBuf {
-    std::env::var_os("STRONGROOM_TEST_PKCS11_MODULE")
-        .map_or_else(|| PathBuf::from(SOFTHSM_MODULE), PathBuf::from)
+    std::env::var_os("STRONGROOM_TEST_PKCS11_MODULE").map_or_else(|| PathBuf::from(SOFTHSM_MODULE), PathBuf::from)
 }
 
 fn random_string(len: usize) -> String {
@@ -92,9 +91,7 @@ impl SoftHsm {
     /// Write a config into a new temp dir and initialise a token labelled `label` (at most
     /// 32 bytes) with random SO and user PINs, via `softhsm2-util --init-token --free`.
     pub fn new(label: &str) -> io::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("strongroom-softhsm-")
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix("strongroom-softhsm-").tempdir()?;
         let (conf, _tokens) = write_softhsm_conf(dir.path())?;
         let pin = random_string(16);
         let so_pin = random_string(16);
@@ -230,10 +227,7 @@ fn remove_stale_process_dirs() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(PROCESS_DIR_PREFIX))
-        else {
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PROCESS_DIR_PREFIX)) else {
             continue;
         };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
@@ -331,13 +325,8 @@ impl SoftHsmProcess {
             .map_err(dev("C_InitToken"))?;
         // The slot is renumbered after C_InitToken: find it again by label.
         let slot = find_token_slot(&self.ctx, &token.label)?;
-        let session = self
-            .ctx
-            .open_rw_session(slot)
-            .map_err(dev("open session"))?;
-        session
-            .login(UserType::So, Some(&so_pin))
-            .map_err(dev("SO login"))?;
+        let session = self.ctx.open_rw_session(slot).map_err(dev("open session"))?;
+        session.login(UserType::So, Some(&so_pin)).map_err(dev("SO login"))?;
         session
             .init_pin(&SecretString::from(token.pin.clone()))
             .map_err(dev("C_InitPIN"))?;
@@ -348,11 +337,7 @@ impl SoftHsmProcess {
 
     /// Open a backend on `token` through the shared module.
     pub fn open(&self, token: &TestToken) -> Result<Pkcs11Backend, HsmError> {
-        Pkcs11Backend::open_with(
-            self.context(),
-            &token.label,
-            &SecretString::from(token.pin.clone()),
-        )
+        Pkcs11Backend::open_with(self.context(), &token.label, &SecretString::from(token.pin.clone()))
     }
 }
 
@@ -396,9 +381,7 @@ fn free_port_pair() -> io::Result<u16> {
 impl Swtpm {
     /// Start a fresh swtpm with its own temporary state directory on a free port pair.
     pub fn start() -> io::Result<Self> {
-        let owned = tempfile::Builder::new()
-            .prefix("strongroom-swtpm-")
-            .tempdir()?;
+        let owned = tempfile::Builder::new().prefix("strongroom-swtpm-").tempdir()?;
         let dir = owned.path().to_path_buf();
         let mut last = None;
         for _ in 0..5 {
@@ -481,9 +464,7 @@ impl Swtpm {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(other_err(format!(
-                    "swtpm on port {port} not ready after 10 s"
-                )));
+                return Err(other_err(format!("swtpm on port {port} not ready after 10 s")));
             }
             std::thread::sleep(Duration::from_millis(5));
         }

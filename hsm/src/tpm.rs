@@ -82,8 +82,7 @@ fn counter_attributes() -> Result<NvIndexAttributes, HsmError> {
 }
 
 fn tpm_handle(index: u32) -> Result<NvIndexTpmHandle, HsmError> {
-    NvIndexTpmHandle::new(index)
-        .map_err(|e| HsmError::Tpm(format!("{index:#010x} is not an NV index handle: {e}")))
+    NvIndexTpmHandle::new(index).map_err(|e| HsmError::Tpm(format!("{index:#010x} is not an NV index handle: {e}")))
 }
 
 /// Whether `public` is exactly what [`TpmCounter::define`] creates for `index` (the
@@ -105,10 +104,9 @@ fn is_our_counter(public: &NvPublic, index: u32) -> Result<bool, HsmError> {
 
 impl TpmCounter {
     fn connect(tcti: &str) -> Result<Context, HsmError> {
-        let conf = TctiNameConf::from_str(tcti)
-            .map_err(|e| HsmError::Tpm(format!("invalid TCTI {tcti:?}: {e}")))?;
-        let mut ctx = Context::new(conf)
-            .map_err(|e| HsmError::Tpm(format!("cannot connect to TPM via {tcti:?}: {e}")))?;
+        let conf = TctiNameConf::from_str(tcti).map_err(|e| HsmError::Tpm(format!("invalid TCTI {tcti:?}: {e}")))?;
+        let mut ctx =
+            Context::new(conf).map_err(|e| HsmError::Tpm(format!("cannot connect to TPM via {tcti:?}: {e}")))?;
         // Owner authorisation (empty owner auth) for NV_DefineSpace, NV_Increment, NV_Read.
         ctx.set_sessions((Some(AuthSession::Password), None, None));
         Ok(ctx)
@@ -193,8 +191,7 @@ impl TpmCounter {
     /// name algorithm or a policy).
     pub fn open(cfg: &TpmConfig) -> Result<Self, HsmError> {
         let mut ctx = Self::connect(&cfg.tcti)?;
-        let handle =
-            Self::lookup(&mut ctx, cfg.nv_index)?.ok_or(HsmError::CounterMissing(cfg.nv_index))?;
+        let handle = Self::lookup(&mut ctx, cfg.nv_index)?.ok_or(HsmError::CounterMissing(cfg.nv_index))?;
         let public = match ctx.execute_without_session(|c| c.nv_read_public(handle)) {
             Ok((public, _name)) => public,
             Err(e) if rc_kind(&e) == Some(Tss2ResponseCodeKind::Handle) => {
@@ -202,9 +199,7 @@ impl TpmCounter {
             }
             // The public area does not even parse as a valid NV public (tss-esapi validates
             // the attributes): not ours.
-            Err(tss_esapi::Error::WrapperError(_)) => {
-                return Err(HsmError::CounterReplaced(cfg.nv_index))
-            }
+            Err(tss_esapi::Error::WrapperError(_)) => return Err(HsmError::CounterReplaced(cfg.nv_index)),
             Err(e) => return Err(tpm("read NV public area")(e)),
         };
         if !is_our_counter(&public, cfg.nv_index)? {
@@ -230,10 +225,7 @@ impl TpmCounter {
     /// Readiness probe: the TPM answers and the index is still defined.
     pub fn ping(&mut self) -> Result<(), HsmError> {
         let handle = self.handle;
-        match self
-            .ctx
-            .execute_without_session(|c| c.nv_read_public(handle))
-        {
+        match self.ctx.execute_without_session(|c| c.nv_read_public(handle)) {
             Ok(_) => Ok(()),
             Err(e) => Err(self.map_err("ping", e)),
         }
@@ -253,10 +245,7 @@ impl TpmCounter {
 
 impl MonotonicCounter for TpmCounter {
     fn read(&mut self) -> Result<u64, HsmError> {
-        let data = match self
-            .ctx
-            .nv_read(NvAuth::Owner, self.handle, COUNTER_SIZE, 0)
-        {
+        let data = match self.ctx.nv_read(NvAuth::Owner, self.handle, COUNTER_SIZE, 0) {
             Ok(d) => d,
             Err(e) => return Err(self.map_err("read NV counter", e)),
         };

@@ -74,10 +74,7 @@ fn wrap_unwrap_roundtrip() {
     b.create_tenant_key(ACME1).unwrap();
     let wrapped = b.wrap(ACME1, &dek(), AAD).unwrap();
     assert_eq!(wrapped.len(), 12 + 32 + 16);
-    assert!(
-        !wrapped.windows(32).any(|w| w == dek()),
-        "DEK visible in the blob"
-    );
+    assert!(!wrapped.windows(32).any(|w| w == dek()), "DEK visible in the blob");
     let again = b.wrap(ACME1, &dek(), AAD).unwrap();
     assert_ne!(wrapped[..12], again[..12], "nonce reused");
     assert_ne!(wrapped, again);
@@ -103,10 +100,7 @@ fn unwrap_with_wrong_aad_fails() {
         b"",
         b"strongroom/dek/v1|acme|patient-7|2",
     ] {
-        assert!(matches!(
-            b.unwrap(ACME1, &wrapped, aad),
-            Err(HsmError::UnwrapFailed)
-        ));
+        assert!(matches!(b.unwrap(ACME1, &wrapped, aad), Err(HsmError::UnwrapFailed)));
     }
     // The session is still usable after the failures.
     assert_eq!(b.unwrap(ACME1, &wrapped, AAD).unwrap().as_slice(), dek());
@@ -119,14 +113,8 @@ fn unwrap_with_other_tenant_or_version_fails() {
         b.create_tenant_key(k).unwrap();
     }
     let wrapped = b.wrap(ACME1, &dek(), AAD).unwrap();
-    assert!(matches!(
-        b.unwrap(GLOBEX1, &wrapped, AAD),
-        Err(HsmError::UnwrapFailed)
-    ));
-    assert!(matches!(
-        b.unwrap(ACME2, &wrapped, AAD),
-        Err(HsmError::UnwrapFailed)
-    ));
+    assert!(matches!(b.unwrap(GLOBEX1, &wrapped, AAD), Err(HsmError::UnwrapFailed)));
+    assert!(matches!(b.unwrap(ACME2, &wrapped, AAD), Err(HsmError::UnwrapFailed)));
     // Same label on another token is another key.
     let (_tok2, mut other) = token();
     other.create_tenant_key(ACME1).unwrap();
@@ -167,10 +155,7 @@ fn unwrap_of_tampered_blob_fails() {
     }
     let mut longer = wrapped.clone();
     longer.push(0);
-    assert!(matches!(
-        b.unwrap(ACME1, &longer, AAD),
-        Err(HsmError::UnwrapFailed)
-    ));
+    assert!(matches!(b.unwrap(ACME1, &longer, AAD), Err(HsmError::UnwrapFailed)));
     assert_eq!(b.unwrap(ACME1, &wrapped, AAD).unwrap().as_slice(), dek());
 }
 
@@ -187,10 +172,7 @@ fn destroy_is_final_and_idempotent() {
         Err(HsmError::KeyNotFound(label)) => assert_eq!(label, "strongroom/tenant/acme/v1"),
         other => panic!("expected KeyNotFound, got {other:?}"),
     }
-    assert!(matches!(
-        b.wrap(ACME1, &dek(), AAD),
-        Err(HsmError::KeyNotFound(_))
-    ));
+    assert!(matches!(b.wrap(ACME1, &dek(), AAD), Err(HsmError::KeyNotFound(_))));
     b.destroy_tenant_key(ACME1).unwrap();
     b.destroy_tenant_key(GLOBEX1).unwrap(); // never existed
                                             // Other keys are untouched.
@@ -200,10 +182,7 @@ fn destroy_is_final_and_idempotent() {
     assert!(!b2.tenant_key_exists(ACME1).unwrap());
     // A new key under the same label is a different key: the old blob stays dead.
     b.create_tenant_key(ACME1).unwrap();
-    assert!(matches!(
-        b.unwrap(ACME1, &wrapped, AAD),
-        Err(HsmError::UnwrapFailed)
-    ));
+    assert!(matches!(b.unwrap(ACME1, &wrapped, AAD), Err(HsmError::UnwrapFailed)));
 }
 
 #[test]
@@ -213,10 +192,7 @@ fn destroy_by_another_session_invalidates_the_cache() {
     let wrapped = b.wrap(ACME1, &dek(), AAD).unwrap(); // handle now cached
     let mut b2 = hsm().open(&tok).unwrap();
     b2.destroy_tenant_key(ACME1).unwrap();
-    assert!(matches!(
-        b.unwrap(ACME1, &wrapped, AAD),
-        Err(HsmError::KeyNotFound(_))
-    ));
+    assert!(matches!(b.unwrap(ACME1, &wrapped, AAD), Err(HsmError::KeyNotFound(_))));
     // Recreated elsewhere: the stale cached handle is replaced by the new object.
     b2.create_tenant_key(ACME1).unwrap();
     let w2 = b2.wrap(ACME1, &dek(), AAD).unwrap();
@@ -238,10 +214,7 @@ fn tenant_keys_are_sensitive_and_non_extractable() {
     assert!(!a.value_readable, "{a:?}");
 
     // Attack from a second session of the same (logged-in) application.
-    let session = hsm()
-        .context()
-        .open_rw_session(cryptoki_slot(&_tok))
-        .unwrap();
+    let session = hsm().context().open_rw_session(cryptoki_slot(&_tok)).unwrap();
     let found = session
         .find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -253,12 +226,8 @@ fn tenant_keys_are_sensitive_and_non_extractable() {
     let h = found[0];
     let value = session.get_attributes(h, &[AttributeType::Value]).unwrap();
     assert!(value.is_empty(), "CKA_VALUE readable: {value:?}");
-    assert!(session
-        .update_attributes(h, &[Attribute::Extractable(true)])
-        .is_err());
-    assert!(session
-        .update_attributes(h, &[Attribute::Sensitive(false)])
-        .is_err());
+    assert!(session.update_attributes(h, &[Attribute::Extractable(true)]).is_err());
+    assert!(session.update_attributes(h, &[Attribute::Sensitive(false)]).is_err());
     assert!(session
         .update_attributes(h, &[Attribute::Label(GLOBEX1.label().into_bytes())])
         .is_err());
@@ -266,9 +235,7 @@ fn tenant_keys_are_sensitive_and_non_extractable() {
         session.copy_object(h, &[Attribute::Token(false)]).is_err(),
         "copy of a non-copyable KEK"
     );
-    assert!(session
-        .copy_object(h, &[Attribute::Extractable(true)])
-        .is_err());
+    assert!(session.copy_object(h, &[Attribute::Extractable(true)]).is_err());
 }
 
 fn cryptoki_slot(tok: &TestToken) -> cryptoki::slot::Slot {
@@ -309,10 +276,7 @@ fn signing_key_signs_and_is_stable() {
     vk.verify(b"third", &Signature::from_bytes(&sig3)).unwrap();
 
     // Exactly one pair on the token.
-    let session = hsm()
-        .context()
-        .open_ro_session(cryptoki_slot(&tok))
-        .unwrap();
+    let session = hsm().context().open_ro_session(cryptoki_slot(&tok)).unwrap();
     let found = session
         .find_objects(&[Attribute::Label(SIGNING_KEY_LABEL.as_bytes().to_vec())])
         .unwrap();
@@ -323,10 +287,7 @@ fn signing_key_signs_and_is_stable() {
 fn signing_keys_differ_per_token() {
     let (_t1, mut a) = token();
     let (_t2, mut b) = token();
-    assert_ne!(
-        a.signing_public_key().unwrap(),
-        b.signing_public_key().unwrap()
-    );
+    assert_ne!(a.signing_public_key().unwrap(), b.signing_public_key().unwrap());
 }
 
 #[test]
@@ -338,14 +299,8 @@ fn backend_works_through_the_worker() {
         Ok(Box::new(Pkcs11Backend::open(&cfg)?) as Box<dyn KeyBackend>)
     })
     .unwrap();
-    worker
-        .call_blocking(|b| b.create_tenant_key(ACME1))
-        .unwrap()
-        .unwrap();
-    let wrapped = worker
-        .call_blocking(|b| b.wrap(ACME1, &dek(), AAD))
-        .unwrap()
-        .unwrap();
+    worker.call_blocking(|b| b.create_tenant_key(ACME1)).unwrap().unwrap();
+    let wrapped = worker.call_blocking(|b| b.wrap(ACME1, &dek(), AAD)).unwrap().unwrap();
     let threads: Vec<_> = (0..2)
         .map(|_| {
             let w = worker.clone();
@@ -365,14 +320,8 @@ fn backend_works_through_the_worker() {
     for t in threads {
         t.join().unwrap();
     }
-    let pk = worker
-        .call_blocking(|b| b.signing_public_key())
-        .unwrap()
-        .unwrap();
-    let sig = worker
-        .call_blocking(|b| b.sign(b"via worker"))
-        .unwrap()
-        .unwrap();
+    let pk = worker.call_blocking(|b| b.signing_public_key()).unwrap().unwrap();
+    let sig = worker.call_blocking(|b| b.sign(b"via worker")).unwrap().unwrap();
     VerifyingKey::from_bytes(&pk)
         .unwrap()
         .verify(b"via worker", &Signature::from_bytes(&sig))
@@ -407,11 +356,7 @@ fn open_errors_are_mapped() {
     let mut b = Pkcs11Backend::open(&tok.config()).unwrap();
     b.ping().unwrap();
     // Nothing secret in error or config output.
-    let shown = format!(
-        "{:?} {}",
-        tok.config(),
-        HsmError::Login("PinIncorrect".to_owned())
-    );
+    let shown = format!("{:?} {}", tok.config(), HsmError::Login("PinIncorrect".to_owned()));
     assert!(!shown.contains(&tok.pin), "{shown}");
 }
 
@@ -453,9 +398,7 @@ fn swtpm() -> Swtpm {
 fn define_by_hand(
     t: &Swtpm,
     index: u32,
-    tweak: impl FnOnce(
-        tss_esapi::attributes::NvIndexAttributesBuilder,
-    ) -> tss_esapi::attributes::NvIndexAttributesBuilder,
+    tweak: impl FnOnce(tss_esapi::attributes::NvIndexAttributesBuilder) -> tss_esapi::attributes::NvIndexAttributesBuilder,
 ) {
     use tss_esapi::attributes::NvIndexAttributesBuilder;
     use tss_esapi::constants::NvIndexType;
@@ -465,8 +408,7 @@ fn define_by_hand(
     use tss_esapi::interface_types::session_handles::AuthSession;
     use tss_esapi::structures::NvPublicBuilder;
 
-    let mut ctx =
-        tss_esapi::Context::new(tss_esapi::TctiNameConf::from_str(&t.tcti()).unwrap()).unwrap();
+    let mut ctx = tss_esapi::Context::new(tss_esapi::TctiNameConf::from_str(&t.tcti()).unwrap()).unwrap();
     ctx.set_sessions((Some(AuthSession::Password), None, None));
     let attrs = tweak(
         NvIndexAttributesBuilder::new()
@@ -494,12 +436,9 @@ fn undefine_by_hand(t: &Swtpm, index: u32) {
     use tss_esapi::interface_types::resource_handles::Provision;
     use tss_esapi::interface_types::session_handles::AuthSession;
 
-    let mut ctx =
-        tss_esapi::Context::new(tss_esapi::TctiNameConf::from_str(&t.tcti()).unwrap()).unwrap();
+    let mut ctx = tss_esapi::Context::new(tss_esapi::TctiNameConf::from_str(&t.tcti()).unwrap()).unwrap();
     let h = ctx
-        .execute_without_session(|c| {
-            c.tr_from_tpm_public(TpmHandle::NvIndex(NvIndexTpmHandle::new(index).unwrap()))
-        })
+        .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::NvIndex(NvIndexTpmHandle::new(index).unwrap())))
         .unwrap();
     ctx.set_sessions((Some(AuthSession::Password), None, None));
     ctx.nv_undefine_space(Provision::Owner, h.into()).unwrap();
@@ -553,10 +492,7 @@ fn counter_survives_swtpm_restart() {
     drop(c);
     t2.kill();
     drop(t2);
-    assert!(
-        dir.exists(),
-        "start_in must not remove a directory it does not own"
-    );
+    assert!(dir.exists(), "start_in must not remove a directory it does not own");
     drop(t);
     assert!(!dir.exists());
 }
@@ -564,9 +500,7 @@ fn counter_survives_swtpm_restart() {
 #[test]
 fn open_of_missing_index_is_counter_missing() {
     let t = swtpm();
-    assert!(
-        matches!(TpmCounter::open(&tpm_cfg(&t, NV)), Err(HsmError::CounterMissing(i)) if i == NV)
-    );
+    assert!(matches!(TpmCounter::open(&tpm_cfg(&t, NV)), Err(HsmError::CounterMissing(i)) if i == NV));
     // Removing the index under an open counter is reported the same way.
     let mut c = TpmCounter::define(&tpm_cfg(&t, NV)).unwrap();
     undefine_by_hand(&t, NV);
@@ -582,11 +516,7 @@ fn define_twice_fails() {
     let mut c = TpmCounter::define(&cfg).unwrap();
     c.increment().unwrap();
     assert!(matches!(TpmCounter::define(&cfg), Err(HsmError::CounterExists(i)) if i == NV));
-    assert_eq!(
-        c.read().unwrap(),
-        2,
-        "a failed define must not touch the counter"
-    );
+    assert_eq!(c.read().unwrap(), 2, "a failed define must not touch the counter");
     // Another index on the same TPM is fine, and starts above every counter so far.
     let mut d = TpmCounter::define(&tpm_cfg(&t, NV + 1)).unwrap();
     assert!(d.read().unwrap() >= 1);
@@ -613,9 +543,7 @@ fn foreign_indexes_are_counter_replaced() {
     let t = swtpm();
     // ORDERLY counter.
     define_by_hand(&t, NV, |b| b.with_orderly(true));
-    assert!(
-        matches!(TpmCounter::open(&tpm_cfg(&t, NV)), Err(HsmError::CounterReplaced(i)) if i == NV)
-    );
+    assert!(matches!(TpmCounter::open(&tpm_cfg(&t, NV)), Err(HsmError::CounterReplaced(i)) if i == NV));
     // Ordinary (non-counter) index.
     define_by_hand(&t, NV + 1, |b| {
         b.with_nv_index_type(tss_esapi::constants::NvIndexType::Ordinary)
@@ -626,9 +554,7 @@ fn foreign_indexes_are_counter_replaced() {
     ));
     // A counter with other access rules (no auth read/write, DA protected).
     define_by_hand(&t, NV + 2, |b| {
-        b.with_auth_read(false)
-            .with_auth_write(false)
-            .with_no_da(false)
+        b.with_auth_read(false).with_auth_write(false).with_no_da(false)
     });
     assert!(matches!(
         TpmCounter::open(&tpm_cfg(&t, NV + 2)),

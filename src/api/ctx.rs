@@ -45,13 +45,25 @@ pub fn resource_id(raw: &str) -> &str {
 impl Ctx {
     /// Context for `action` on `resource`.
     pub fn new(req: &HttpRequest, state: &web::Data<AppState>, action: Action, resource: String) -> Self {
-        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-        Self { state: state.clone(), request_id, action, resource, principal: None }
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        Self {
+            state: state.clone(),
+            request_id,
+            action,
+            resource,
+            principal: None,
+        }
     }
 
     /// The actor string for events.
     pub fn actor(&self) -> String {
-        self.principal.as_ref().map_or_else(|| "anonymous".to_owned(), |p| p.actor().to_string())
+        self.principal
+            .as_ref()
+            .map_or_else(|| "anonymous".to_owned(), |p| p.actor().to_string())
     }
 
     /// The tenant of the caller, if tenant-scoped.
@@ -61,7 +73,13 @@ impl Ctx {
 
     /// A pending event for this request's action, outcome `allowed`.
     pub fn event(&self) -> PendingEvent {
-        PendingEvent::new(self.action, self.actor(), self.resource.clone(), self.request_id.clone()).tenant(self.tenant())
+        PendingEvent::new(
+            self.action,
+            self.actor(),
+            self.resource.clone(),
+            self.request_id.clone(),
+        )
+        .tenant(self.tenant())
     }
 
     /// Authenticate the bearer token; a failure is audited (`auth_denied`) and → 401.
@@ -79,7 +97,9 @@ impl Ctx {
                 let mut ev = self.event();
                 ev.action = Action::AuthDenied;
                 ev.outcome = Outcome::Denied;
-                ev = ev.detail("reason", failure.reason()).detail("attempted", action_name(self.action));
+                ev = ev
+                    .detail("reason", failure.reason())
+                    .detail("attempted", action_name(self.action));
                 Err(self.commit_refusal(ev, ApiError::unauthorized()).await)
             }
             Err(e) => {
@@ -121,7 +141,10 @@ impl Ctx {
 
     /// Audit a cross-tenant probe (answered 404, logged `access_denied`).
     pub async fn reject_cross_tenant(&self, err: ApiError) -> ApiError {
-        let mut ev = self.event().detail("error", err.code).detail("attempted", action_name(self.action));
+        let mut ev = self
+            .event()
+            .detail("error", err.code)
+            .detail("attempted", action_name(self.action));
         ev = ev.detail("reason", "entity_in_other_tenant");
         ev.action = Action::AccessDenied;
         ev.outcome = Outcome::Denied;
@@ -145,5 +168,8 @@ impl Ctx {
 }
 
 fn action_name(a: Action) -> String {
-    serde_json::to_value(a).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    serde_json::to_value(a)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

@@ -22,7 +22,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), request_id: String::new() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            request_id: String::new(),
+        }
     }
     /// 400 `invalid_request`.
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -30,7 +35,11 @@ impl ApiError {
     }
     /// 401 `unauthorized`.
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        )
     }
     /// 403 `forbidden`.
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -46,15 +55,27 @@ impl ApiError {
     }
     /// 413 `payload_too_large`.
     pub fn too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body exceeds {limit} bytes"))
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body exceeds {limit} bytes"),
+        )
     }
     /// 500 `internal`, opaque.
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log for this request id")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log for this request id",
+        )
     }
     /// 503 `backend_unavailable`.
     pub fn backend_unavailable() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable", "the HSM or TPM is unavailable")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend_unavailable",
+            "the HSM or TPM is unavailable",
+        )
     }
     /// 503 `integrity_alarm`.
     pub fn integrity_alarm(message: impl Into<String>) -> Self {

@@ -14,11 +14,15 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let hsm = state.keys.ping().await;
     let lmdb = state.store.ping();
+    let tpm = match &state.tpm {
+        Some(t) => t.call(|c| c.read()).await.map(|r| r.is_ok()).unwrap_or(false),
+        None => true,
+    };
     let alarm = state.alarm();
-    let ready = hsm && lmdb && alarm.is_none();
+    let ready = hsm && lmdb && tpm && alarm.is_none();
     let body = json!({
         "ready": ready,
-        "checks": {"hsm": hsm, "lmdb": lmdb, "integrity": alarm.is_none()},
+        "checks": {"hsm": hsm, "tpm": tpm, "lmdb": lmdb, "integrity": alarm.is_none()},
         "integrity_alarm": alarm,
     });
     if ready {

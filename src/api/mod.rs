@@ -44,6 +44,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Body limit in bytes.
     pub max_body: usize,
+    /// The TPM monotonic counter, when configured.
+    pub tpm: Option<strongroom_hsm::HsmWorker<dyn strongroom_hsm::MonotonicCounter>>,
     /// Serialises tenant creation (see `tenants`).
     pub tenant_admin: tokio::sync::Mutex<()>,
     /// Set when integrity checks fail; data endpoints then answer 503.
@@ -54,12 +56,25 @@ impl AppState {
     /// Assemble the state.
     pub fn new(store: Store, keys: KeyService, metrics: Arc<Metrics>, clock: Clock, max_body: usize) -> Self {
         let records = RecordService::new(store.clone(), keys.clone(), clock.clone());
-        Self { store, keys, records, metrics, clock, max_body, tenant_admin: Default::default(), alarm: RwLock::new(None) }
+        Self {
+            store,
+            keys,
+            records,
+            metrics,
+            clock,
+            max_body,
+            tpm: None,
+            tenant_admin: Default::default(),
+            alarm: RwLock::new(None),
+        }
     }
 
     /// The current integrity alarm, if any.
     pub fn alarm(&self) -> Option<String> {
-        self.alarm.read().map(|a| a.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.alarm
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Raise the integrity alarm (stays raised until an operator acts).
@@ -96,7 +111,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/admin/tokens/{token_id}", web::delete().to(tokens::revoke))
         .route("/v1/entities/{entity_id}/records", web::post().to(records::write))
         .route("/v1/entities/{entity_id}/records", web::get().to(records::list))
-        .route("/v1/entities/{entity_id}/records/{record_id}", web::get().to(records::get));
+        .route(
+            "/v1/entities/{entity_id}/records/{record_id}",
+            web::get().to(records::get),
+        );
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
@@ -127,7 +145,9 @@ pub fn https_server(
                         if let Some(m) = metrics {
                             let status = res.status().as_u16().to_string();
                             m.http_requests.with_label_values(&[&route, &method, &status]).inc();
-                            m.http_latency.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+                            m.http_latency
+                                .with_label_values(&[&route])
+                                .observe(started.elapsed().as_secs_f64());
                         }
                         if let Ok(v) = HeaderValue::from_str(&id) {
                             res.headers_mut().insert(header, v);
@@ -140,7 +160,11 @@ pub fn https_server(
             .default_service(web::to(not_found))
     })
     .bind_rustls_0_23(listen, tls)?;
-    let addr = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no bound address"))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("no bound address"))?;
     Ok((server.run(), addr))
 }
 
@@ -152,14 +176,22 @@ pub fn metrics_server(metrics: Arc<Metrics>, listen: SocketAddr) -> std::io::Res
             "/metrics",
             web::get().to(move || {
                 let m = m.clone();
-                async move { HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(m.render()) }
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("text/plain; version=0.0.4")
+                        .body(m.render())
+                }
             }),
         )
     })
     .workers(1)
     .disable_signals()
     .bind(listen)?;
-    let addr = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no bound address"))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("no bound address"))?;
     Ok((server.run(), addr))
 }
 

@@ -17,7 +17,9 @@ use crate::records::{parse_timestamp, ListParams, RecordList, RecordsError, Writ
 async fn map_err(ctx: &Ctx, e: RecordsError) -> ApiError {
     match e {
         RecordsError::Invalid(m) => ctx.reject(ApiError::invalid(m)).await,
-        RecordsError::NotFound { cross_tenant: true } => ctx.reject_cross_tenant(ApiError::not_found("not found")).await,
+        RecordsError::NotFound { cross_tenant: true } => {
+            ctx.reject_cross_tenant(ApiError::not_found("not found")).await
+        }
         RecordsError::NotFound { cross_tenant: false } => ctx.reject(ApiError::not_found("not found")).await,
         RecordsError::Conflict(m) => ctx.reject(ApiError::conflict(m)).await,
         RecordsError::Key(k) => {
@@ -36,7 +38,12 @@ pub async fn write(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let raw_entity = path.into_inner();
-    let mut ctx = Ctx::new(&req, &state, Action::DataWrite, format!("entity:{}", resource_id(&raw_entity)));
+    let mut ctx = Ctx::new(
+        &req,
+        &state,
+        Action::DataWrite,
+        format!("entity:{}", resource_id(&raw_entity)),
+    );
     let principal = ctx.authenticate(&req).await?;
     let auth = match principal.tenant(Permission::RecordsWrite) {
         Ok(a) => a,
@@ -63,7 +70,11 @@ pub async fn get(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (raw_entity, raw_record) = path.into_inner();
-    let resource = format!("entity:{}/record:{}", resource_id(&raw_entity), resource_id(&raw_record));
+    let resource = format!(
+        "entity:{}/record:{}",
+        resource_id(&raw_entity),
+        resource_id(&raw_record)
+    );
     let mut ctx = Ctx::new(&req, &state, Action::DataAccess, resource);
     let principal = ctx.authenticate(&req).await?;
     let auth = match principal.tenant(Permission::RecordsRead) {
@@ -91,17 +102,38 @@ pub struct ListQuery {
 }
 
 fn parse_list(q: ListQuery) -> Result<ListParams, ApiError> {
-    let start = q.start.as_deref().map(parse_timestamp).transpose().map_err(ApiError::invalid)?.unwrap_or(0);
-    let end = q.end.as_deref().map(parse_timestamp).transpose().map_err(ApiError::invalid)?.unwrap_or(u64::MAX);
+    let start = q
+        .start
+        .as_deref()
+        .map(parse_timestamp)
+        .transpose()
+        .map_err(ApiError::invalid)?
+        .unwrap_or(0);
+    let end = q
+        .end
+        .as_deref()
+        .map(parse_timestamp)
+        .transpose()
+        .map_err(ApiError::invalid)?
+        .unwrap_or(u64::MAX);
     let limit = match q.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => return Err(ApiError::invalid(format!("limit must be an integer from 1 to {MAX_LIMIT}"))),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "limit must be an integer from 1 to {MAX_LIMIT}"
+                )))
+            }
         },
     };
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    Ok(ListParams { start, end, limit, after })
+    Ok(ListParams {
+        start,
+        end,
+        limit,
+        after,
+    })
 }
 
 /// The cursor is the position (timestamp, record id) of the last record returned. It is
@@ -114,7 +146,9 @@ fn encode_cursor(ts: u64, id: &RecordId) -> String {
 
 fn decode_cursor(s: &str) -> Result<(u64, RecordId), ApiError> {
     let bad = || ApiError::invalid("invalid cursor");
-    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| bad())?;
     crate::store::layout::split_record_suffix(&b).ok_or_else(bad)
 }
 
@@ -125,7 +159,12 @@ pub async fn list(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let raw_entity = path.into_inner();
-    let mut ctx = Ctx::new(&req, &state, Action::DataAccess, format!("entity:{}", resource_id(&raw_entity)));
+    let mut ctx = Ctx::new(
+        &req,
+        &state,
+        Action::DataAccess,
+        format!("entity:{}", resource_id(&raw_entity)),
+    );
     let principal = ctx.authenticate(&req).await?;
     let auth = match principal.tenant(Permission::RecordsRead) {
         Ok(a) => a,

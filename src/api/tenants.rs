@@ -27,7 +27,11 @@ pub struct CreateTenant {
 }
 
 /// `POST /v1/admin/tenants`
-pub async fn create(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let mut ctx = Ctx::new(&req, &state, Action::TenantCreate, "tenant:*".to_owned());
     let principal = ctx.authenticate(&req).await?;
     let auth = match principal.operator(Permission::TenantsManage) {
@@ -50,7 +54,9 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>, payload: web::
         Err(e) => return Err(ctx.internal(&e).await),
     };
     if exists {
-        return Err(ctx.reject(ApiError::conflict(format!("tenant {tenant} already exists"))).await);
+        return Err(ctx
+            .reject(ApiError::conflict(format!("tenant {tenant} already exists")))
+            .await);
     }
     let version = 1;
     let scope = auth.scope();
@@ -73,17 +79,27 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>, payload: web::
             return Err(ctx.reject(ApiError::backend_unavailable()).await);
         }
     }
-    let record = TenantRecord { tenant_id: tenant.clone(), key_version: version, created_at: rfc3339(state.clock.now()) };
+    let record = TenantRecord {
+        tenant_id: tenant.clone(),
+        key_version: version,
+        created_at: rfc3339(state.clock.now()),
+    };
     let (rec, op_scope) = (record.clone(), scope.clone());
     let event = ctx.event().tenant(Some(tenant.clone())).detail("key_version", version);
-    match state.store.commit(event, move |txn, _| txn.insert_tenant(&op_scope, &rec)).await {
+    match state
+        .store
+        .commit(event, move |txn, _| txn.insert_tenant(&op_scope, &rec))
+        .await
+    {
         Ok(_) => Ok(HttpResponse::Created().json(&record)),
         Err(e) => {
             if let Err(undo) = state.keys.destroy_kek(scope, &tenant, version).await {
                 tracing::error!(error = %undo, %tenant, "could not destroy the KEK of a failed tenant creation");
             }
             Err(match e {
-                CommitError::Refused(ChangeError::Conflict(m), _) => ApiError::conflict(m).with_request_id(&ctx.request_id),
+                CommitError::Refused(ChangeError::Conflict(m), _) => {
+                    ApiError::conflict(m).with_request_id(&ctx.request_id)
+                }
                 e => ctx.internal(&e).await,
             })
         }

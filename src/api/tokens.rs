@@ -48,7 +48,10 @@ fn check_grant(creator: &Principal, req: &CreateToken) -> Result<(), ApiError> {
                 return Err(ApiError::invalid(format!("operator tokens cannot hold {}", p.as_str())));
             }
             if let Some(p) = req.permissions.iter().find(|p| !creator.has(**p)) {
-                return Err(ApiError::forbidden(format!("cannot grant {} which this token lacks", p.as_str())));
+                return Err(ApiError::forbidden(format!(
+                    "cannot grant {} which this token lacks",
+                    p.as_str()
+                )));
             }
         }
         (Some(_), TokenKind::Operator) => {
@@ -59,10 +62,15 @@ fn check_grant(creator: &Principal, req: &CreateToken) -> Result<(), ApiError> {
         (None, TokenKind::Tenant(_)) => return Err(ApiError::forbidden("tenant tokens cannot create operator tokens")),
         (Some(t), TokenKind::Tenant(own)) => {
             if t != own {
-                return Err(ApiError::forbidden("tenant tokens can only create tokens for their own tenant"));
+                return Err(ApiError::forbidden(
+                    "tenant tokens can only create tokens for their own tenant",
+                ));
             }
             if let Some(p) = req.permissions.iter().find(|p| !creator.has(**p)) {
-                return Err(ApiError::forbidden(format!("cannot grant {} which this token lacks", p.as_str())));
+                return Err(ApiError::forbidden(format!(
+                    "cannot grant {} which this token lacks",
+                    p.as_str()
+                )));
             }
         }
     }
@@ -70,7 +78,11 @@ fn check_grant(creator: &Principal, req: &CreateToken) -> Result<(), ApiError> {
 }
 
 /// `POST /v1/admin/tokens`
-pub async fn create(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let mut ctx = Ctx::new(&req, &state, Action::TokenCreate, "token:*".to_owned());
     let principal = ctx.authenticate(&req).await?;
     if let Err(d) = principal.either(Permission::TokensManage) {
@@ -85,7 +97,9 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>, payload: web::
     }
     let ttl = body.ttl_secs.unwrap_or(DEFAULT_TTL_SECS);
     if !(1..=MAX_TTL_SECS).contains(&ttl) {
-        return Err(ctx.reject(ApiError::invalid(format!("ttl_secs must be from 1 to {MAX_TTL_SECS}"))).await);
+        return Err(ctx
+            .reject(ApiError::invalid(format!("ttl_secs must be from 1 to {MAX_TTL_SECS}")))
+            .await);
     }
     if let Some(t) = &body.tenant_id {
         match state.store.read().and_then(|txn| txn.tenant(t)) {
@@ -118,7 +132,11 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>, payload: web::
     }
     let hash = minted.hash;
     let rec = record.clone();
-    match state.store.commit(event, move |txn, _| txn.insert_token(&hash, &rec)).await {
+    match state
+        .store
+        .commit(event, move |txn, _| txn.insert_token(&hash, &rec))
+        .await
+    {
         Ok(_) => Ok(HttpResponse::Created().json(json!({
             "token_id": record.token_id,
             "token": reveal(&minted),
@@ -129,9 +147,18 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>, payload: web::
 }
 
 /// `DELETE /v1/admin/tokens/{token_id}`
-pub async fn revoke(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn revoke(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let token_id = path.into_inner();
-    let mut ctx = Ctx::new(&req, &state, Action::TokenRevoke, format!("token:{}", resource_id(&token_id)));
+    let mut ctx = Ctx::new(
+        &req,
+        &state,
+        Action::TokenRevoke,
+        format!("token:{}", resource_id(&token_id)),
+    );
     let principal = ctx.authenticate(&req).await?;
     if let Err(d) = principal.either(Permission::TokensManage) {
         return Err(ctx.deny(d).await);
@@ -147,16 +174,27 @@ pub async fn revoke(req: HttpRequest, state: web::Data<AppState>, path: web::Pat
         (None, _) => false,
     };
     if !visible {
-        return Err(ctx.reject(ApiError::not_found(format!("token {} not found", resource_id(&token_id)))).await);
+        return Err(ctx
+            .reject(ApiError::not_found(format!(
+                "token {} not found",
+                resource_id(&token_id)
+            )))
+            .await);
     }
     let at = state.clock.now().unix_timestamp();
     let mut event = ctx.event();
     if let Some(t) = target.and_then(|t| t.tenant_id) {
         event = event.tenant(Some(t));
     }
-    match state.store.commit(event, move |txn, _| txn.revoke_token(&token_id, at)).await {
+    match state
+        .store
+        .commit(event, move |txn, _| txn.revoke_token(&token_id, at))
+        .await
+    {
         Ok(_) => Ok(HttpResponse::NoContent().finish()),
-        Err(CommitError::Refused(ChangeError::NotFound(m), _)) => Err(ApiError::not_found(m).with_request_id(&ctx.request_id)),
+        Err(CommitError::Refused(ChangeError::NotFound(m), _)) => {
+            Err(ApiError::not_found(m).with_request_id(&ctx.request_id))
+        }
         Err(e) => Err(ctx.internal(&e).await),
     }
 }

@@ -76,7 +76,12 @@ pub struct PendingEvent {
 
 impl PendingEvent {
     /// A new event with outcome `allowed` and no details.
-    pub fn new(action: Action, actor: impl Into<String>, resource: impl Into<String>, request_id: impl Into<String>) -> Self {
+    pub fn new(
+        action: Action,
+        actor: impl Into<String>,
+        resource: impl Into<String>,
+        request_id: impl Into<String>,
+    ) -> Self {
         Self {
             action,
             actor: actor.into(),

@@ -6,8 +6,9 @@
 //! appended by the store's writer, in the same transaction as the change they record.
 
 mod event;
+pub mod checkpoint;
+pub mod merkle;
 
 pub use event::{
-    chain_hash, hash_hex, parse_hash, Action, AuditEvent, ChainHash, Outcome, PendingEvent,
-    EVENT_PREFIX, GENESIS_PREV,
+    chain_hash, hash_hex, parse_hash, Action, AuditEvent, ChainHash, Outcome, PendingEvent, EVENT_PREFIX, GENESIS_PREV,
 };

@@ -40,12 +40,17 @@ pub fn authenticate(
     clock: &Clock,
     authorization: Option<&str>,
 ) -> Result<Result<Principal, AuthFailure>, StoreError> {
-    let Some(token) = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty())
+    let Some(token) = authorization
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
     else {
         return Ok(Err(AuthFailure::Missing));
     };
     let record = store.read()?.token_by_hash(&hash_token(token))?;
-    let Some(record) = record else { return Ok(Err(AuthFailure::Invalid)) };
+    let Some(record) = record else {
+        return Ok(Err(AuthFailure::Invalid));
+    };
     if record.revoked_at.is_some() {
         return Ok(Err(AuthFailure::Revoked));
     }

@@ -75,11 +75,16 @@ impl Principal {
 
     /// Authorise an action on the token's own tenant.
     pub fn tenant(&self, needed: Permission) -> Result<Authorized<TenantScope>, Denial> {
-        let TokenKind::Tenant(tenant) = &self.kind else { return Err(Denial::WrongKind) };
+        let TokenKind::Tenant(tenant) = &self.kind else {
+            return Err(Denial::WrongKind);
+        };
         if !self.has(needed) {
             return Err(Denial::MissingPermission(needed));
         }
-        Ok(Authorized { principal: self.clone(), scope: TenantScope { tenant: tenant.clone() } })
+        Ok(Authorized {
+            principal: self.clone(),
+            scope: TenantScope { tenant: tenant.clone() },
+        })
     }
 
     /// Authorise a system-scope action.
@@ -90,7 +95,10 @@ impl Principal {
         if !self.has(needed) {
             return Err(Denial::MissingPermission(needed));
         }
-        Ok(Authorized { principal: self.clone(), scope: OperatorScope { _private: () } })
+        Ok(Authorized {
+            principal: self.clone(),
+            scope: OperatorScope { _private: () },
+        })
     }
 
     /// Authorise an action that either kind of token may do with the permission
@@ -103,7 +111,10 @@ impl Principal {
             TokenKind::Operator => AnyScope::Operator(OperatorScope { _private: () }),
             TokenKind::Tenant(t) => AnyScope::Tenant(TenantScope { tenant: t.clone() }),
         };
-        Ok(Authorized { principal: self.clone(), scope })
+        Ok(Authorized {
+            principal: self.clone(),
+            scope,
+        })
     }
 }
 
@@ -176,7 +187,12 @@ mod tests {
     use super::*;
 
     fn principal(kind: TokenKind, perms: &[Permission]) -> Principal {
-        Principal { token_id: "tok".into(), actor: Actor::parse("user:x").unwrap(), kind, permissions: perms.to_vec() }
+        Principal {
+            token_id: "tok".into(),
+            actor: Actor::parse("user:x").unwrap(),
+            kind,
+            permissions: perms.to_vec(),
+        }
     }
 
     #[test]
@@ -184,10 +200,20 @@ mod tests {
         let t = TenantId::parse("acme").unwrap();
         let p = principal(TokenKind::Tenant(t.clone()), &[Permission::RecordsRead]);
         assert_eq!(p.tenant(Permission::RecordsRead).unwrap().scope().tenant(), &t);
-        assert_eq!(p.tenant(Permission::RecordsWrite).unwrap_err(), Denial::MissingPermission(Permission::RecordsWrite));
+        assert_eq!(
+            p.tenant(Permission::RecordsWrite).unwrap_err(),
+            Denial::MissingPermission(Permission::RecordsWrite)
+        );
         assert_eq!(p.operator(Permission::RecordsRead).unwrap_err(), Denial::WrongKind);
-        let op = principal(TokenKind::Operator, &[Permission::RecordsRead, Permission::TenantsManage]);
-        assert_eq!(op.tenant(Permission::RecordsRead).unwrap_err(), Denial::WrongKind, "operators read no records");
+        let op = principal(
+            TokenKind::Operator,
+            &[Permission::RecordsRead, Permission::TenantsManage],
+        );
+        assert_eq!(
+            op.tenant(Permission::RecordsRead).unwrap_err(),
+            Denial::WrongKind,
+            "operators read no records"
+        );
         assert!(op.operator(Permission::TenantsManage).is_ok());
     }
 }

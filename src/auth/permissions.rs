@@ -37,12 +37,18 @@ pub enum Permission {
 impl Permission {
     /// Permissions only operator tokens may hold.
     pub fn operator_only(self) -> bool {
-        matches!(self, Permission::TenantsManage | Permission::KeysRotate | Permission::GovernancePropose)
+        matches!(
+            self,
+            Permission::TenantsManage | Permission::KeysRotate | Permission::GovernancePropose
+        )
     }
 
     /// Permissions only tenant tokens may hold (operators read no records).
     pub fn tenant_only(self) -> bool {
-        matches!(self, Permission::RecordsWrite | Permission::RecordsRead | Permission::QueryAggregate | Permission::EntityErase)
+        matches!(
+            self,
+            Permission::RecordsWrite | Permission::RecordsRead | Permission::QueryAggregate | Permission::EntityErase
+        )
     }
 
     /// The bootstrap operator token's permissions (SPEC §9).

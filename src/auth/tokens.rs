@@ -71,11 +71,18 @@ pub struct MintedToken {
 pub fn mint() -> MintedToken {
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
-    let secret = format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
+    let secret = format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
     let hash = hash_token(&secret);
     let mut id = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut id);
-    MintedToken { secret: SecretString::from(secret), hash, token_id: format!("tok-{}", hex::encode(id)) }
+    MintedToken {
+        secret: SecretString::from(secret),
+        hash,
+        token_id: format!("tok-{}", hex::encode(id)),
+    }
 }
 
 /// The stored hash of a presented token.

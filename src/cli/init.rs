@@ -47,7 +47,10 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir).map_err(|e| CliError::config(format!("{}: {e}", dir.display())))?;
         if entries.next().is_some() {
-            return Err(CliError::config(format!("data_dir {} is not empty; init needs an empty directory", dir.display())));
+            return Err(CliError::config(format!(
+                "data_dir {} is not empty; init needs an empty directory",
+                dir.display()
+            )));
         }
     }
     if config.bootstrap_token_file.exists() {
@@ -63,6 +66,8 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
         .and_then(|r| r)
         .map_err(|e| CliError::runtime(format!("cannot create the audit signing key: {e}")))?;
 
+    let counter = boot::define_counter(config)?;
+
     create_private_dir(dir)?;
     let metrics = boot::metrics()?;
     let store = boot::open_store(config, metrics)?;
@@ -72,7 +77,8 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
     let genesis = PendingEvent::new(Action::ServiceStart, "system:init", "audit", "init")
         .detail("genesis", true)
         .detail("appliance_id", appliance_id.clone())
-        .detail("signing_public_key", hex::encode(signing_key));
+        .detail("signing_public_key", hex::encode(signing_key))
+        .detail("tpm_counter", counter);
     let scope = system_scope();
     let aid = appliance_id.clone();
     store
@@ -91,9 +97,14 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
         expires_at: now + BOOTSTRAP_TTL_SECS,
         revoked_at: None,
     };
-    let event = PendingEvent::new(Action::TokenCreate, "system:init", format!("token:{}", minted.token_id), "init")
-        .detail("subject_actor", "operator:bootstrap")
-        .detail("bootstrap", true);
+    let event = PendingEvent::new(
+        Action::TokenCreate,
+        "system:init",
+        format!("token:{}", minted.token_id),
+        "init",
+    )
+    .detail("subject_actor", "operator:bootstrap")
+    .detail("bootstrap", true);
     let hash = minted.hash;
     store
         .commit_blocking(event, move |txn, _| txn.insert_token(&hash, &record))

@@ -25,11 +25,17 @@ pub struct CliError {
 impl CliError {
     /// Usage or configuration error (exit 2).
     pub fn config(message: impl Into<String>) -> Self {
-        Self { code: 2, message: message.into() }
+        Self {
+            code: 2,
+            message: message.into(),
+        }
     }
     /// Runtime failure (exit 1).
     pub fn runtime(message: impl Into<String>) -> Self {
-        Self { code: 1, message: message.into() }
+        Self {
+            code: 1,
+            message: message.into(),
+        }
     }
 }
 
@@ -40,7 +46,11 @@ impl From<crate::config::ConfigError> for CliError {
 }
 
 #[derive(Parser)]
-#[command(name = "strongroom", version, about = "Hardware-backed multi-tenant encrypted record store")]
+#[command(
+    name = "strongroom",
+    version,
+    about = "Hardware-backed multi-tenant encrypted record store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

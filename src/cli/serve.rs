@@ -40,6 +40,7 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
     }
     let tls = api::tls_config(&config.tls_cert, &config.tls_key).map_err(CliError::config)?;
     let hsm = boot::open_hsm(config)?;
+    let counter = boot::open_counter(config)?;
     let metrics = boot::metrics()?;
     let store = boot::open_store(config, metrics.clone())?;
     let keys = KeyService::new(
@@ -49,15 +50,21 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         metrics.clone(),
     );
     let clock = Clock::system();
-    let state = web::Data::new(AppState::new(store.clone(), keys, metrics.clone(), clock, config.max_body_bytes));
+    let mut state = AppState::new(store.clone(), keys, metrics.clone(), clock, config.max_body_bytes);
+    state.tpm = counter;
+    let state = web::Data::new(state);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::runtime(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
-        let start = PendingEvent::new(Action::ServiceStart, "system", "audit", "startup").detail("version", env!("CARGO_PKG_VERSION"));
-        store.record(start).await.map_err(|e| CliError::runtime(format!("cannot write service_start: {e}")))?;
+        let start = PendingEvent::new(Action::ServiceStart, "system", "audit", "startup")
+            .detail("version", env!("CARGO_PKG_VERSION"));
+        store
+            .record(start)
+            .await
+            .map_err(|e| CliError::runtime(format!("cannot write service_start: {e}")))?;
 
         let (https, https_addr) = api::https_server(state.clone(), config.listen, tls)
             .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -65,8 +72,14 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
             .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.metrics_listen)))?;
         let metrics_handle = metrics_srv.handle();
         tokio::spawn(metrics_srv);
-        let bound = Bound { https: https_addr, metrics: metrics_addr };
-        println!("strongroom: serving https://{} metrics http://{}/metrics", bound.https, bound.metrics);
+        let bound = Bound {
+            https: https_addr,
+            metrics: metrics_addr,
+        };
+        println!(
+            "strongroom: serving https://{} metrics http://{}/metrics",
+            bound.https, bound.metrics
+        );
         on_ready(&bound);
         notify_systemd("READY=1");
 
@@ -75,7 +88,10 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         notify_systemd("STOPPING=1");
         metrics_handle.stop(true).await;
         let stop = PendingEvent::new(Action::ServiceStop, "system", "audit", "shutdown");
-        store.record(stop).await.map_err(|e| CliError::runtime(format!("cannot write service_stop: {e}")))?;
+        store
+            .record(stop)
+            .await
+            .map_err(|e| CliError::runtime(format!("cannot write service_stop: {e}")))?;
         result.map_err(|e| CliError::runtime(format!("server error: {e}")))
     })
 }
@@ -84,7 +100,9 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
 fn notify_systemd(state: &str) {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let path = path.to_string_lossy().into_owned();
     let addr = match path.strip_prefix('@') {
         Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),

@@ -26,7 +26,11 @@ pub struct DekCache {
 impl DekCache {
     /// An empty cache.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), capacity: capacity.max(1), ttl }
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            ttl,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, EntityId), Entry>> {
@@ -62,7 +66,13 @@ impl DekCache {
                 map.remove(&oldest);
             }
         }
-        map.insert((tenant.clone(), entity.clone()), Entry { key, inserted: Instant::now() });
+        map.insert(
+            (tenant.clone(), entity.clone()),
+            Entry {
+                key,
+                inserted: Instant::now(),
+            },
+        );
     }
 
     /// Drop one entity's key (erasure).

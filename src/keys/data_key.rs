@@ -49,7 +49,10 @@ impl DataKey {
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        Self { id: DekId::random(), bytes }
+        Self {
+            id: DekId::random(),
+            bytes,
+        }
     }
 
     /// Rebuild from unwrapped key material; `None` if it is not 32 bytes.
@@ -77,7 +80,11 @@ impl DataKey {
         let ciphertext = cipher
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plaintext.0, aad })
             .unwrap_or_default();
-        Sealed { dek_id: self.id, nonce, ciphertext }
+        Sealed {
+            dek_id: self.id,
+            nonce,
+            ciphertext,
+        }
     }
 
     /// Decrypt and authenticate.
@@ -87,7 +94,13 @@ impl DataKey {
         }
         let cipher = Aes256Gcm::new((&self.bytes).into());
         cipher
-            .decrypt(Nonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad })
+            .decrypt(
+                Nonce::from_slice(&sealed.nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad,
+                },
+            )
             .map(|v| Plaintext(Zeroizing::new(v)))
             .map_err(|_| OpenError::Tampered)
     }
@@ -197,7 +210,11 @@ mod tests {
     use super::*;
 
     fn ids() -> (TenantId, EntityId, RecordId) {
-        (TenantId::parse("t").unwrap(), EntityId::parse("e").unwrap(), RecordId::parse("r1").unwrap())
+        (
+            TenantId::parse("t").unwrap(),
+            EntityId::parse("e").unwrap(),
+            RecordId::parse("r1").unwrap(),
+        )
     }
 
     #[test]
@@ -213,12 +230,18 @@ mod tests {
         assert!(matches!(key.open(&sealed, &other_record), Err(OpenError::Tampered)));
         let other_entity = record_aad(&t, &EntityId::parse("e2").unwrap(), &r, key.id());
         assert!(matches!(key.open(&sealed, &other_entity), Err(OpenError::Tampered)));
-        assert!(matches!(DataKey::generate().open(&sealed, &aad), Err(OpenError::WrongKey)));
+        assert!(matches!(
+            DataKey::generate().open(&sealed, &aad),
+            Err(OpenError::WrongKey)
+        ));
 
         let mut bytes = sealed.to_bytes();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert!(matches!(key.open(&Sealed::from_bytes(&bytes).unwrap(), &aad), Err(OpenError::Tampered)));
+        assert!(matches!(
+            key.open(&Sealed::from_bytes(&bytes).unwrap(), &aad),
+            Err(OpenError::Tampered)
+        ));
     }
 
     #[test]

@@ -33,7 +33,11 @@ pub struct KeyService {
 impl KeyService {
     /// A service over an HSM worker.
     pub fn new(hsm: HsmWorker<dyn KeyBackend>, capacity: usize, ttl: Duration, metrics: Arc<Metrics>) -> Self {
-        Self { hsm, cache: Arc::new(DekCache::new(capacity, ttl)), metrics }
+        Self {
+            hsm,
+            cache: Arc::new(DekCache::new(capacity, ttl)),
+            metrics,
+        }
     }
 
     /// The worker, for system operations outside this service (checkpoint signing).
@@ -48,15 +52,24 @@ impl KeyService {
     {
         let started = Instant::now();
         let result = self.hsm.call(f).await.and_then(|r| r);
-        self.metrics.hsm_latency.with_label_values(&[op]).observe(started.elapsed().as_secs_f64());
-        self.metrics.hsm_calls.with_label_values(&[op, if result.is_ok() { "ok" } else { "error" }]).inc();
+        self.metrics
+            .hsm_latency
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .hsm_calls
+            .with_label_values(&[op, if result.is_ok() { "ok" } else { "error" }])
+            .inc();
         Ok(result?)
     }
 
     /// Generate a tenant's KEK version in the HSM.
     pub async fn create_kek(&self, _scope: &OperatorScope, tenant: &TenantId, version: u32) -> Result<(), KeyError> {
         let t = tenant.as_str().to_owned();
-        self.call("create_kek", move |b| b.create_tenant_key(KekRef { tenant_id: &t, version })).await
+        self.call("create_kek", move |b| {
+            b.create_tenant_key(KekRef { tenant_id: &t, version })
+        })
+        .await
     }
 
     /// Destroy a tenant's KEK version in the HSM (undo of a failed creation, or the end
@@ -64,7 +77,10 @@ impl KeyService {
     pub async fn destroy_kek(&self, _scope: &OperatorScope, tenant: &TenantId, version: u32) -> Result<(), KeyError> {
         let t = tenant.as_str().to_owned();
         self.cache.evict_tenant(tenant);
-        self.call("destroy_kek", move |b| b.destroy_tenant_key(KekRef { tenant_id: &t, version })).await
+        self.call("destroy_kek", move |b| {
+            b.destroy_tenant_key(KekRef { tenant_id: &t, version })
+        })
+        .await
     }
 
     /// A fresh DEK for an entity of the caller's tenant, and its wrapped form.
@@ -79,9 +95,25 @@ impl KeyService {
         let t = scope.tenant().as_str().to_owned();
         let k = key.clone();
         let wrapped = self
-            .call("wrap", move |b| b.wrap(KekRef { tenant_id: &t, version: kek_version }, k.material(), &aad))
+            .call("wrap", move |b| {
+                b.wrap(
+                    KekRef {
+                        tenant_id: &t,
+                        version: kek_version,
+                    },
+                    k.material(),
+                    &aad,
+                )
+            })
             .await?;
-        Ok((key.clone(), WrappedDek { dek_id: key.id(), kek_version, wrapped }))
+        Ok((
+            key.clone(),
+            WrappedDek {
+                dek_id: key.id(),
+                kek_version,
+                wrapped,
+            },
+        ))
     }
 
     /// The cached DEK of an entity, if it is of generation `want`.
@@ -118,7 +150,9 @@ impl KeyService {
         let t = scope.tenant().as_str().to_owned();
         let (version, blob) = (wrapped.kek_version, wrapped.wrapped.clone());
         let material = self
-            .call("unwrap", move |b| b.unwrap(KekRef { tenant_id: &t, version }, &blob, &aad))
+            .call("unwrap", move |b| {
+                b.unwrap(KekRef { tenant_id: &t, version }, &blob, &aad)
+            })
             .await?;
         let key = Arc::new(DataKey::from_material(wrapped.dek_id, &material).ok_or(KeyError::Malformed)?);
         self.cache.insert(scope.tenant(), entity, key.clone());

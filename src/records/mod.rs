@@ -141,7 +141,12 @@ fn unreachable_id() -> RecordId {
 impl RecordService {
     /// A service over the store and key service.
     pub fn new(store: Store, keys: KeyService, clock: Clock) -> Self {
-        Self { store, keys, clock, decrypted: Arc::default() }
+        Self {
+            store,
+            keys,
+            clock,
+            decrypted: Arc::default(),
+        }
     }
 
     /// Validate, seal and commit a batch. All or nothing.
@@ -154,7 +159,9 @@ impl RecordService {
     ) -> Result<Committed<Vec<RecordId>>, RecordsError> {
         let scope = auth.scope();
         if batch.records.is_empty() || batch.records.len() > MAX_BATCH_RECORDS {
-            return Err(RecordsError::Invalid(format!("records must hold 1 to {MAX_BATCH_RECORDS} records")));
+            return Err(RecordsError::Invalid(format!(
+                "records must hold 1 to {MAX_BATCH_RECORDS} records"
+            )));
         }
         let now = unix_nanos(self.clock.now());
         let mut prepared = Vec::with_capacity(batch.records.len());
@@ -169,7 +176,9 @@ impl RecordService {
             };
             let id = r.id.unwrap_or_else(new_record_id);
             if !seen.insert(id.clone()) {
-                return Err(RecordsError::Invalid(format!("record id {id} appears twice in the batch")));
+                return Err(RecordsError::Invalid(format!(
+                    "record id {id} appears twice in the batch"
+                )));
             }
             let plain = Plaintext::new(serde_json::to_vec(&r.data).map_err(|e| RecordsError::Invalid(e.to_string()))?);
             prepared.push((id, ts, plain));
@@ -222,7 +231,9 @@ impl RecordService {
     ) -> Result<(Arc<DataKey>, WrappedDek, bool), RecordsError> {
         let (stored, kek_version) = {
             let txn = self.store.read()?;
-            let tenant = txn.tenant(scope.tenant())?.ok_or(RecordsError::NotFound { cross_tenant: false })?;
+            let tenant = txn
+                .tenant(scope.tenant())?
+                .ok_or(RecordsError::NotFound { cross_tenant: false })?;
             (txn.wrapped_dek(scope, entity)?, tenant.key_version)
         };
         match stored {
@@ -237,16 +248,32 @@ impl RecordService {
         }
     }
 
-    fn open(&self, scope: &TenantScope, entity: &EntityId, key: &DataKey, r: StoredRecord) -> Result<RecordOut, RecordsError> {
+    fn open(
+        &self,
+        scope: &TenantScope,
+        entity: &EntityId,
+        key: &DataKey,
+        r: StoredRecord,
+    ) -> Result<RecordOut, RecordsError> {
         let plain = key
             .open(&r.sealed, &record_aad(scope.tenant(), entity, &r.id, r.sealed.dek_id()))
             .map_err(|_| RecordsError::Tampered(r.id.to_string()))?;
         self.decrypted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let data = serde_json::from_slice(plain.as_bytes()).map_err(|_| RecordsError::Tampered(r.id.to_string()))?;
-        Ok(RecordOut { id: r.id, entity_id: entity.clone(), timestamp: rfc3339(from_unix_nanos(r.ts_nanos)), data })
+        Ok(RecordOut {
+            id: r.id,
+            entity_id: entity.clone(),
+            timestamp: rfc3339(from_unix_nanos(r.ts_nanos)),
+            data,
+        })
     }
 
-    async fn read_key(&self, scope: &TenantScope, entity: &EntityId, want: crate::keys::DekId) -> Result<Arc<DataKey>, RecordsError> {
+    async fn read_key(
+        &self,
+        scope: &TenantScope,
+        entity: &EntityId,
+        want: crate::keys::DekId,
+    ) -> Result<Arc<DataKey>, RecordsError> {
         if let Some(k) = self.keys.cached(scope, entity, Some(want)) {
             return Ok(k);
         }
@@ -273,7 +300,9 @@ impl RecordService {
     ) -> Result<RecordOut, RecordsError> {
         let scope = auth.scope();
         let stored = self.store.read()?.record(scope, entity, id)?;
-        let Some(stored) = stored else { return Err(self.not_found(scope, entity).await?) };
+        let Some(stored) = stored else {
+            return Err(self.not_found(scope, entity).await?);
+        };
         let key = self.read_key(scope, entity, stored.sealed.dek_id()).await?;
         let out = self.open(scope, entity, &key, stored)?;
         self.store.record(event).await.map_err(RecordsError::Commit)?;
@@ -290,7 +319,10 @@ impl RecordService {
         event: PendingEvent,
     ) -> Result<(Vec<RecordOut>, Option<(u64, RecordId)>, bool), RecordsError> {
         let scope = auth.scope();
-        let page = self.store.read()?.records(scope, entity, params.start, params.end, params.after, params.limit)?;
+        let page = self
+            .store
+            .read()?
+            .records(scope, entity, params.start, params.end, params.after, params.limit)?;
         let mut out = Vec::with_capacity(page.records.len());
         let mut key: Option<Arc<DataKey>> = None;
         for r in page.records {

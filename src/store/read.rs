@@ -123,7 +123,12 @@ impl<'env> ReadTxn<'env> {
     }
 
     /// One record of one of the caller's entities.
-    pub fn record(&self, scope: &TenantScope, entity: &EntityId, id: &RecordId) -> Result<Option<StoredRecord>, StoreError> {
+    pub fn record(
+        &self,
+        scope: &TenantScope,
+        entity: &EntityId,
+        id: &RecordId,
+    ) -> Result<Option<StoredRecord>, StoreError> {
         let prefix = layout::entity_prefix(scope.tenant(), entity);
         let Some(ts) = get(&self.txn, self.dbs.record_index, &layout::record_index_key(&prefix, id))? else {
             return Ok(None);
@@ -133,7 +138,11 @@ impl<'env> ReadTxn<'env> {
             return Err(StoreError::Corrupt("record_index points to a missing record"));
         };
         let sealed = Sealed::from_bytes(v).ok_or(StoreError::Corrupt("records"))?;
-        Ok(Some(StoredRecord { id: id.clone(), ts_nanos: ts, sealed }))
+        Ok(Some(StoredRecord {
+            id: id.clone(),
+            ts_nanos: ts,
+            sealed,
+        }))
     }
 
     /// Records of one of the caller's entities with `start <= ts < end`, strictly after
@@ -165,7 +174,9 @@ impl<'env> ReadTxn<'env> {
         let mut next = None;
         for item in cursor.iter_from(&from) {
             let (k, v) = item?;
-            let Some(suffix) = k.strip_prefix(prefix.as_slice()) else { break };
+            let Some(suffix) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
             let (ts, id) = layout::split_record_suffix(suffix).ok_or(StoreError::Corrupt("records key"))?;
             if ts < start {
                 continue;
@@ -178,7 +189,11 @@ impl<'env> ReadTxn<'env> {
                 break;
             }
             let sealed = Sealed::from_bytes(v).ok_or(StoreError::Corrupt("records"))?;
-            records.push(StoredRecord { id, ts_nanos: ts, sealed });
+            records.push(StoredRecord {
+                id,
+                ts_nanos: ts,
+                sealed,
+            });
         }
         drop(cursor);
         Ok(RecordPage { records, next })

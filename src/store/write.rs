@@ -76,7 +76,12 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
     /// Store the appliance id (once, at `init`).
     pub fn set_appliance_id(&mut self, _scope: &OperatorScope, id: &str) -> Result<(), ChangeError> {
         self.txn
-            .put(self.dbs.meta, &layout::META_APPLIANCE_ID, &id.as_bytes(), WriteFlags::NO_OVERWRITE)
+            .put(
+                self.dbs.meta,
+                &layout::META_APPLIANCE_ID,
+                &id.as_bytes(),
+                WriteFlags::NO_OVERWRITE,
+            )
             .map_err(|e| match e {
                 lmdb::Error::KeyExist => ChangeError::Conflict("appliance already initialised".into()),
                 e => e.into(),
@@ -87,7 +92,12 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
     pub fn insert_tenant(&mut self, _scope: &OperatorScope, tenant: &TenantRecord) -> Result<(), ChangeError> {
         let value = serde_json::to_vec(tenant).map_err(|_| ChangeError::Corrupt("tenant"))?;
         self.txn
-            .put(self.dbs.tenants, &tenant.tenant_id.as_str(), &value, WriteFlags::NO_OVERWRITE)
+            .put(
+                self.dbs.tenants,
+                &tenant.tenant_id.as_str(),
+                &value,
+                WriteFlags::NO_OVERWRITE,
+            )
             .map_err(|e| match e {
                 lmdb::Error::KeyExist => ChangeError::Conflict(format!("tenant {} already exists", tenant.tenant_id)),
                 e => e.into(),
@@ -98,7 +108,12 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
     pub fn insert_token(&mut self, hash: &TokenHash, token: &TokenRecord) -> Result<(), ChangeError> {
         let value = serde_json::to_vec(token).map_err(|_| ChangeError::Corrupt("token"))?;
         self.txn.put(self.dbs.tokens, hash, &value, WriteFlags::NO_OVERWRITE)?;
-        self.txn.put(self.dbs.token_ids, &token.token_id.as_str(), hash, WriteFlags::NO_OVERWRITE)?;
+        self.txn.put(
+            self.dbs.token_ids,
+            &token.token_id.as_str(),
+            hash,
+            WriteFlags::NO_OVERWRITE,
+        )?;
         Ok(())
     }
 
@@ -109,8 +124,8 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
             Err(lmdb::Error::NotFound) => return Err(ChangeError::NotFound(format!("token {token_id} not found"))),
             Err(e) => return Err(e.into()),
         };
-        let mut record: TokenRecord =
-            serde_json::from_slice(self.txn.get(self.dbs.tokens, &hash)?).map_err(|_| ChangeError::Corrupt("tokens"))?;
+        let mut record: TokenRecord = serde_json::from_slice(self.txn.get(self.dbs.tokens, &hash)?)
+            .map_err(|_| ChangeError::Corrupt("tokens"))?;
         if record.revoked_at.is_none() {
             record.revoked_at = Some(at);
             let value = serde_json::to_vec(&record).map_err(|_| ChangeError::Corrupt("token"))?;
@@ -141,8 +156,14 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
                 }
             }
             Err(lmdb::Error::NotFound) => {
-                self.txn.put(self.dbs.deks, &prefix, &dek.to_bytes(), WriteFlags::NO_OVERWRITE)?;
-                self.txn.put(self.dbs.entity_tenants, &layout::entity_tenant_key(tenant, entity), &[], WriteFlags::empty())?;
+                self.txn
+                    .put(self.dbs.deks, &prefix, &dek.to_bytes(), WriteFlags::NO_OVERWRITE)?;
+                self.txn.put(
+                    self.dbs.entity_tenants,
+                    &layout::entity_tenant_key(tenant, entity),
+                    &[],
+                    WriteFlags::empty(),
+                )?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -154,8 +175,18 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
             if exists(self.txn, self.dbs.record_index, &index_key)? {
                 return Err(ChangeError::Conflict(format!("record {} already exists", r.id)));
             }
-            self.txn.put(self.dbs.record_index, &index_key, &r.ts_nanos.to_be_bytes(), WriteFlags::empty())?;
-            self.txn.put(self.dbs.records, &layout::record_key(&prefix, r.ts_nanos, &r.id), &r.sealed.to_bytes(), WriteFlags::empty())?;
+            self.txn.put(
+                self.dbs.record_index,
+                &index_key,
+                &r.ts_nanos.to_be_bytes(),
+                WriteFlags::empty(),
+            )?;
+            self.txn.put(
+                self.dbs.records,
+                &layout::record_key(&prefix, r.ts_nanos, &r.id),
+                &r.sealed.to_bytes(),
+                WriteFlags::empty(),
+            )?;
         }
         Ok(records.len())
     }

@@ -136,8 +136,17 @@ impl WriterHandle {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let (jobs, inbox) = mpsc::unbounded_channel();
-        let mut writer = Writer { env, dbs, next_seq: head.0, last_hash: head.1, metrics, clock: Clock::system() };
-        std::thread::Builder::new().name("store-writer".into()).spawn(move || writer.run(inbox))?;
+        let mut writer = Writer {
+            env,
+            dbs,
+            next_seq: head.0,
+            last_hash: head.1,
+            metrics,
+            clock: Clock::system(),
+        };
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(inbox))?;
         Ok(Self { jobs })
     }
 
@@ -287,7 +296,11 @@ impl Writer {
         let now = self.clock.now();
         let chained = AuditEvent {
             seq,
-            prev: if seq == 0 { GENESIS_PREV.to_owned() } else { hash_hex(&prev) },
+            prev: if seq == 0 {
+                GENESIS_PREV.to_owned()
+            } else {
+                hash_hex(&prev)
+            },
             ts: rfc3339(now.replace_nanosecond(0).unwrap_or(now)),
             event_id: format!("evt-{}", hex::encode(id)),
             action: event.action,
@@ -303,6 +316,14 @@ impl Writer {
         if let Err(e) = txn.put(self.dbs.audit, &layout::audit_key(seq), &bytes, WriteFlags::APPEND) {
             return Err((finish, e.into()));
         }
-        Ok((finish, Some(EventReceipt { seq, event_id: chained.event_id, chain_hash: hash, ts: chained.ts })))
+        Ok((
+            finish,
+            Some(EventReceipt {
+                seq,
+                event_id: chained.event_id,
+                chain_hash: hash,
+                ts: chained.ts,
+            }),
+        ))
     }
 }

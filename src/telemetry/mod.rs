@@ -5,8 +5,7 @@
 //! sensitive is exported.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// All metrics of the appliance.
@@ -35,7 +34,9 @@ pub struct Metrics {
 }
 
 fn latency_buckets() -> Vec<f64> {
-    vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+    vec![
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ]
 }
 
 impl Metrics {
@@ -47,13 +48,16 @@ impl Metrics {
             &["route", "method", "status"],
         )?;
         let http_latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route").buckets(latency_buckets()),
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route")
+                .buckets(latency_buckets()),
             &["route"],
         )?;
         let dek_cache_hits = IntCounter::new("dek_cache_hits_total", "Data-key cache hits")?;
         let dek_cache_misses = IntCounter::new("dek_cache_misses_total", "Data-key cache misses")?;
-        let hsm_calls =
-            IntCounterVec::new(Opts::new("hsm_calls_total", "HSM calls by operation and result"), &["op", "result"])?;
+        let hsm_calls = IntCounterVec::new(
+            Opts::new("hsm_calls_total", "HSM calls by operation and result"),
+            &["op", "result"],
+        )?;
         let hsm_latency = HistogramVec::new(
             HistogramOpts::new("hsm_call_duration_seconds", "HSM call latency by operation").buckets(latency_buckets()),
             &["op"],
@@ -63,8 +67,11 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
         )?;
         let commit_duration = Histogram::with_opts(
-            HistogramOpts::new("group_commit_fsync_duration_seconds", "Durable commit time of one batch")
-                .buckets(latency_buckets()),
+            HistogramOpts::new(
+                "group_commit_fsync_duration_seconds",
+                "Durable commit time of one batch",
+            )
+            .buckets(latency_buckets()),
         )?;
         let audit_events = IntCounter::new("audit_events_total", "Audit events appended")?;
         let integrity_alarm = IntGauge::new("integrity_alarm", "1 while an integrity alarm blocks data access")?;
@@ -105,5 +112,8 @@ impl Metrics {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

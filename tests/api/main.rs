@@ -1,1 +1,1 @@
-
+//! API integration tests.
