@@ -57,9 +57,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Key hardware.
     pub hsm: HsmConfig,
-    /// TPM (monotonic counter).
-    #[serde(default)]
-    pub tpm: Option<TpmConfig>,
+    /// TPM (monotonic counter anchoring the audit log).
+    pub tpm: TpmConfig,
     /// Audit chain timings.
     #[serde(default)]
     pub audit: AuditConfig,
@@ -122,6 +121,14 @@ pub struct AuditConfig {
     /// Seconds between incremental verifications.
     #[serde(default = "default_verify_interval")]
     pub verify_interval_secs: u64,
+    /// Minimum seconds between two seals triggered by security-critical events (token
+    /// creation, erasure, rotation): each seal increments the TPM's NV counter, and NV
+    /// memory wears out.
+    #[serde(default = "default_min_seal_interval")]
+    pub min_seal_interval_secs: u64,
+}
+fn default_min_seal_interval() -> u64 {
+    60
 }
 fn default_checkpoint_interval() -> u64 {
     300
@@ -134,6 +141,7 @@ impl Default for AuditConfig {
         Self {
             checkpoint_interval_secs: default_checkpoint_interval(),
             verify_interval_secs: default_verify_interval(),
+            min_seal_interval_secs: default_min_seal_interval(),
         }
     }
 }
@@ -246,6 +254,9 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes must be positive".into());
         }
+        if self.audit.checkpoint_interval_secs == 0 || self.audit.verify_interval_secs == 0 {
+            return Err("audit intervals must be positive".into());
+        }
         if self.keys.dek_cache_capacity == 0 {
             return Err("keys.dek_cache_capacity must be positive".into());
         }
@@ -341,7 +352,7 @@ nv_index = 0x01500016
         let c = Config::from_toml_with_env(BASE, Path::new("x"), env.into_iter()).unwrap();
         assert_eq!(c.hsm.pin_file, PathBuf::from("/run/pin"));
         assert_eq!(c.listen.port(), 0);
-        assert_eq!(c.tpm.unwrap().nv_index, 0x0150_0017);
+        assert_eq!(c.tpm.nv_index, 0x0150_0017);
     }
 
     #[test]

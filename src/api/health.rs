@@ -14,10 +14,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let hsm = state.keys.ping().await;
     let lmdb = state.store.ping();
-    let tpm = match &state.tpm {
-        Some(t) => t.call(|c| c.read()).await.map(|r| r.is_ok()).unwrap_or(false),
-        None => true,
-    };
+    let tpm = state.integrity.status().await.tpm_counter.is_some();
     let alarm = state.alarm();
     let ready = hsm && lmdb && tpm && alarm.is_none();
     let body = json!({

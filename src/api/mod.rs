@@ -4,6 +4,7 @@
 //! [`ctx::Ctx`], authenticate, authorise into a scope, parse input, call the domain
 //! service (which commits the change with its audit event), answer.
 
+pub mod audit;
 pub mod body;
 pub mod ctx;
 pub mod error;
@@ -13,7 +14,7 @@ pub mod tenants;
 pub mod tokens;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::{Server, Service};
@@ -22,6 +23,7 @@ use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use futures_util::FutureExt;
 use rand::RngCore;
 
+use crate::audit::integrity::Integrity;
 use crate::clock::Clock;
 use crate::keys::KeyService;
 use crate::records::RecordService;
@@ -44,46 +46,29 @@ pub struct AppState {
     pub clock: Clock,
     /// Body limit in bytes.
     pub max_body: usize,
-    /// The TPM monotonic counter, when configured.
-    pub tpm: Option<strongroom_hsm::HsmWorker<dyn strongroom_hsm::MonotonicCounter>>,
+    /// Checkpoints, verification, alarm.
+    pub integrity: Arc<Integrity>,
     /// Serialises tenant creation (see `tenants`).
     pub tenant_admin: tokio::sync::Mutex<()>,
-    /// Set when integrity checks fail; data endpoints then answer 503.
-    alarm: RwLock<Option<String>>,
 }
 
 impl AppState {
     /// Assemble the state.
-    pub fn new(store: Store, keys: KeyService, metrics: Arc<Metrics>, clock: Clock, max_body: usize) -> Self {
+    pub fn new(
+        store: Store,
+        keys: KeyService,
+        integrity: Arc<Integrity>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+        max_body: usize,
+    ) -> Self {
         let records = RecordService::new(store.clone(), keys.clone(), clock.clone());
-        Self {
-            store,
-            keys,
-            records,
-            metrics,
-            clock,
-            max_body,
-            tpm: None,
-            tenant_admin: Default::default(),
-            alarm: RwLock::new(None),
-        }
+        Self { store, keys, records, integrity, metrics, clock, max_body, tenant_admin: Default::default() }
     }
 
     /// The current integrity alarm, if any.
     pub fn alarm(&self) -> Option<String> {
-        self.alarm
-            .read()
-            .map(|a| a.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
-    }
-
-    /// Raise the integrity alarm (stays raised until an operator acts).
-    pub fn raise_alarm(&self, why: String) {
-        self.metrics.integrity_alarm.set(1);
-        let mut a = self.alarm.write().unwrap_or_else(|p| p.into_inner());
-        if a.is_none() {
-            *a = Some(why);
-        }
+        self.integrity.alarm().reason()
     }
 
     /// 503 `integrity_alarm` while the alarm is raised.
@@ -105,6 +90,11 @@ fn new_request_id() -> String {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/v1/admin/audit", web::get().to(audit::list))
+        .route("/v1/admin/audit/verify", web::get().to(audit::verify))
+        .route("/v1/admin/audit/checkpoint", web::get().to(audit::checkpoint))
+        .route("/v1/admin/audit/public-key", web::get().to(audit::public_key))
+        .route("/v1/admin/audit/export", web::get().to(audit::export))
         .route("/v1/admin/tenants", web::post().to(tenants::create))
         .route("/v1/admin/tenants", web::get().to(tenants::list))
         .route("/v1/admin/tokens", web::post().to(tokens::create))

@@ -137,11 +137,15 @@ pub async fn create(
         .commit(event, move |txn, _| txn.insert_token(&hash, &rec))
         .await
     {
-        Ok(_) => Ok(HttpResponse::Created().json(json!({
+        Ok(_) => {
+            // A new credential is security-critical: seal soon (rate limited).
+            state.integrity.critical_event();
+            Ok(HttpResponse::Created().json(json!({
             "token_id": record.token_id,
             "token": reveal(&minted),
             "expires_at": expires_at,
-        }))),
+            })))
+        }
         Err(e) => Err(ctx.internal(&e).await),
     }
 }

@@ -43,6 +43,33 @@ pub enum Action {
     ProposalExecute,
 }
 
+/// The wire name of an action (`data_write`...).
+pub fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::ServiceStart => "service_start",
+        Action::ServiceStop => "service_stop",
+        Action::DataWrite => "data_write",
+        Action::DataAccess => "data_access",
+        Action::DataQuery => "data_query",
+        Action::EntityErase => "entity_erase",
+        Action::TenantCreate => "tenant_create",
+        Action::TenantDestroy => "tenant_destroy",
+        Action::KeyRotate => "key_rotate",
+        Action::TokenCreate => "token_create",
+        Action::TokenRevoke => "token_revoke",
+        Action::AuthDenied => "auth_denied",
+        Action::AccessDenied => "access_denied",
+        Action::AuditRead => "audit_read",
+        Action::AuditExport => "audit_export",
+        Action::CheckpointSeal => "checkpoint_seal",
+        Action::ChainVerifyFailed => "chain_verify_failed",
+        Action::RollbackDetected => "rollback_detected",
+        Action::ProposalCreate => "proposal_create",
+        Action::ProposalApprove => "proposal_approve",
+        Action::ProposalExecute => "proposal_execute",
+    }
+}
+
 /// What became of the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

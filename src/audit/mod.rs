@@ -7,8 +7,10 @@
 
 mod event;
 pub mod checkpoint;
+pub mod integrity;
 pub mod merkle;
+pub mod verifier;
 
 pub use event::{
-    chain_hash, hash_hex, parse_hash, Action, AuditEvent, ChainHash, Outcome, PendingEvent, EVENT_PREFIX, GENESIS_PREV,
+    action_name, chain_hash, hash_hex, parse_hash, Action, AuditEvent, ChainHash, Outcome, PendingEvent, EVENT_PREFIX, GENESIS_PREV,
 };

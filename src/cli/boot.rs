@@ -44,35 +44,57 @@ pub fn metrics() -> Result<Arc<Metrics>, CliError> {
 /// The TPM counter's worker thread.
 pub type CounterWorker = HsmWorker<dyn MonotonicCounter>;
 
-fn tpm_config(config: &Config) -> Option<TpmConfig> {
-    config.tpm.as_ref().map(|t| TpmConfig {
-        tcti: t.tcti.clone(),
-        nv_index: t.nv_index,
-    })
+fn tpm_config(config: &Config) -> TpmConfig {
+    TpmConfig { tcti: config.tpm.tcti.clone(), nv_index: config.tpm.nv_index }
 }
 
-/// `init`: define the NV counter (refuses an index that exists).
-pub fn define_counter(config: &Config) -> Result<Option<u64>, CliError> {
-    let Some(cfg) = tpm_config(config) else { return Ok(None) };
-    let mut counter = TpmCounter::define(&cfg).map_err(|e| match e {
+/// `init`: define the NV counter (refuses an index that exists). Returns its worker and
+/// its value.
+pub fn define_counter(config: &Config) -> Result<(CounterWorker, u64), CliError> {
+    let cfg = tpm_config(config);
+    let tcti = cfg.tcti.clone();
+    let worker = CounterWorker::spawn("tpm", move || {
+        TpmCounter::define(&cfg).map(|c| Box::new(c) as Box<dyn MonotonicCounter>)
+    })
+    .map_err(|e| match e {
         HsmError::CounterExists(_) => CliError::runtime(format!(
             "{e}; another appliance owns it — choose another tpm.nv_index (never reuse a counter)"
         )),
-        e => CliError::runtime(format!("TPM ({}): {e}", cfg.tcti)),
+        e => CliError::runtime(format!("TPM ({tcti}): {e}")),
     })?;
-    counter
-        .read()
-        .map(Some)
-        .map_err(|e| CliError::runtime(format!("TPM: {e}")))
+    let value = worker
+        .call_blocking(|c| c.read())
+        .and_then(|r| r)
+        .map_err(|e| CliError::runtime(format!("TPM: {e}")))?;
+    Ok((worker, value))
 }
 
-/// `serve`: reopen the NV counter on its own thread.
-pub fn open_counter(config: &Config) -> Result<Option<CounterWorker>, CliError> {
-    let Some(cfg) = tpm_config(config) else { return Ok(None) };
+/// `serve`: reopen the NV counter on its own thread. A missing or replaced index is not
+/// a start failure but an integrity alarm: `Ok(Err(reason))`.
+pub fn open_counter(config: &Config) -> Result<Result<CounterWorker, String>, CliError> {
+    let cfg = tpm_config(config);
     let tcti = cfg.tcti.clone();
-    CounterWorker::spawn("tpm", move || {
-        TpmCounter::open(&cfg).map(|c| Box::new(c) as Box<dyn MonotonicCounter>)
-    })
-    .map(Some)
-    .map_err(|e| CliError::runtime(format!("TPM ({tcti}): {e}")))
+    match CounterWorker::spawn("tpm", move || TpmCounter::open(&cfg).map(|c| Box::new(c) as Box<dyn MonotonicCounter>)) {
+        Ok(w) => Ok(Ok(w)),
+        Err(e @ (HsmError::CounterMissing(_) | HsmError::CounterReplaced(_))) => Ok(Err(format!(
+            "rollback/tamper: {e}; the TPM anchor of this data directory is gone"
+        ))),
+        Err(e) => Err(CliError::runtime(format!("TPM ({tcti}) unreachable: {e}"))),
+    }
+}
+
+/// The audit signing key's public half (created by `init`).
+pub fn signing_key(hsm: &HsmWorker<dyn KeyBackend>) -> Result<[u8; 32], CliError> {
+    hsm.call_blocking(|b| b.signing_public_key())
+        .and_then(|r| r)
+        .map_err(|e| CliError::runtime(format!("cannot read the audit signing key: {e}")))
+}
+
+/// The sealing policy from config.
+pub fn seal_policy(config: &Config) -> crate::audit::integrity::SealPolicy {
+    crate::audit::integrity::SealPolicy {
+        interval: std::time::Duration::from_secs(config.audit.checkpoint_interval_secs),
+        min_interval: std::time::Duration::from_secs(config.audit.min_seal_interval_secs),
+        verify_interval: std::time::Duration::from_secs(config.audit.verify_interval_secs),
+    }
 }

@@ -8,6 +8,7 @@ use rand::RngCore;
 
 use super::boot;
 use super::CliError;
+use crate::audit::integrity::{Alarm, Integrity};
 use crate::audit::{Action, PendingEvent};
 use crate::auth::tokens::{mint, reveal};
 use crate::auth::{system_scope, Permission, TokenRecord};
@@ -61,16 +62,12 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
     }
     // Hardware first: fail before creating anything on disk.
     let hsm = boot::open_hsm(config)?;
-    let signing_key = hsm
-        .call_blocking(|b| b.signing_public_key())
-        .and_then(|r| r)
-        .map_err(|e| CliError::runtime(format!("cannot create the audit signing key: {e}")))?;
-
-    let counter = boot::define_counter(config)?;
+    let signing_key = boot::signing_key(&hsm)?;
+    let (tpm, counter) = boot::define_counter(config)?;
 
     create_private_dir(dir)?;
     let metrics = boot::metrics()?;
-    let store = boot::open_store(config, metrics)?;
+    let store = boot::open_store(config, metrics.clone())?;
     let mut id = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut id);
     let appliance_id = hex::encode(id);
@@ -110,7 +107,25 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
         .commit_blocking(event, move |txn, _| txn.insert_token(&hash, &record))
         .map_err(|e| CliError::runtime(format!("cannot store the bootstrap token: {e}")))?;
     write_secret_file(&config.bootstrap_token_file, reveal(&minted))?;
-    Ok(())
+
+    // The first checkpoint, sealed to the counter just defined.
+    let integrity = Integrity::new(
+        store,
+        hsm,
+        Some(tpm),
+        &appliance_id,
+        config.tpm.nv_index,
+        signing_key,
+        Alarm::new(metrics.integrity_alarm.clone()),
+        boot::seal_policy(config),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("runtime: {e}")))?
+        .block_on(integrity.seal_genesis(counter))
+        .map_err(|e| CliError::runtime(format!("cannot seal the genesis checkpoint: {e}")))
+
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), CliError> {

@@ -11,6 +11,7 @@ use super::boot;
 use super::init::is_initialised;
 use super::CliError;
 use crate::api::{self, AppState};
+use crate::audit::integrity::{Alarm, Integrity};
 use crate::audit::{Action, PendingEvent};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -40,9 +41,29 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
     }
     let tls = api::tls_config(&config.tls_cert, &config.tls_key).map_err(CliError::config)?;
     let hsm = boot::open_hsm(config)?;
+    let public_key = boot::signing_key(&hsm)?;
     let counter = boot::open_counter(config)?;
     let metrics = boot::metrics()?;
     let store = boot::open_store(config, metrics.clone())?;
+    let appliance_id = store
+        .read()
+        .and_then(|t| t.appliance_id())
+        .map_err(|e| CliError::runtime(format!("cannot read the data directory: {e}")))?
+        .ok_or_else(|| CliError::runtime("the data directory has no appliance id (incomplete init?)"))?;
+    let (tpm, tpm_problem) = match counter {
+        Ok(w) => (Some(w), None),
+        Err(why) => (None, Some(why)),
+    };
+    let integrity = Integrity::new(
+        store.clone(),
+        hsm.clone(),
+        tpm,
+        &appliance_id,
+        config.tpm.nv_index,
+        public_key,
+        Alarm::new(metrics.integrity_alarm.clone()),
+        boot::seal_policy(config),
+    );
     let keys = KeyService::new(
         hsm,
         config.keys.dek_cache_capacity,
@@ -50,9 +71,14 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         metrics.clone(),
     );
     let clock = Clock::system();
-    let mut state = AppState::new(store.clone(), keys, metrics.clone(), clock, config.max_body_bytes);
-    state.tpm = counter;
-    let state = web::Data::new(state);
+    let state = web::Data::new(AppState::new(
+        store.clone(),
+        keys,
+        integrity.clone(),
+        metrics.clone(),
+        clock,
+        config.max_body_bytes,
+    ));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -65,6 +91,16 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
             .record(start)
             .await
             .map_err(|e| CliError::runtime(format!("cannot write service_start: {e}")))?;
+        // Rollback and tamper checks; a failure raises the alarm and we serve in alarm
+        // mode (audit endpoints and /readyz explain; data endpoints answer 503).
+        match tpm_problem {
+            Some(why) => integrity.raise(Action::RollbackDetected, &why).await,
+            None => match integrity.startup().await {
+                Ok(check) => tracing::info!(?check, "integrity check passed"),
+                Err(why) => tracing::error!(%why, "integrity check failed; serving in alarm mode"),
+            },
+        }
+        integrity.spawn_background();
 
         let (https, https_addr) = api::https_server(state.clone(), config.listen, tls)
             .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -92,6 +128,9 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
             .record(stop)
             .await
             .map_err(|e| CliError::runtime(format!("cannot write service_stop: {e}")))?;
+        if let Err(e) = integrity.seal_if_active("shutdown").await {
+            tracing::error!(error = %e, "could not seal a checkpoint at shutdown");
+        }
         result.map_err(|e| CliError::runtime(format!("server error: {e}")))
     })
 }

@@ -70,3 +70,31 @@ pub fn audit_key(seq: u64) -> [u8; 8] {
 pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
 /// `meta` key of the appliance id.
 pub const META_APPLIANCE_ID: &[u8] = b"appliance_id";
+
+/// Key in `audit_by_time`.
+pub fn audit_time_key(unix_secs: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&unix_secs.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Prefix of `audit_by_action` keys of one action.
+pub fn audit_action_prefix(action: &str) -> Vec<u8> {
+    let mut k = action.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// Prefix of `audit_by_tenant` keys of one tenant.
+pub fn audit_tenant_prefix(tenant: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + tenant.len());
+    k.push(tenant.len() as u8);
+    k.extend_from_slice(tenant.as_bytes());
+    k
+}
+
+/// Key in `checkpoints`.
+pub fn checkpoint_key(counter: u64) -> [u8; 8] {
+    counter.to_be_bytes()
+}

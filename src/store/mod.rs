@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use lmdb::{Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction};
 
-pub use read::{ReadTxn, RecordPage, StoredRecord, TenantRecord};
+pub use read::{AuditFilter, AuditPage, ReadTxn, RecordPage, StoredRecord, TenantRecord};
 pub use write::{ChangeError, NewRecord, WriteTxn};
 pub use writer::{CommitError, Committed, EventReceipt};
 
@@ -67,6 +67,14 @@ pub struct Dbs {
     pub token_ids: Database,
     /// seq(8, BE) → canonical event bytes.
     pub audit: Database,
+    /// Index: event second (8, BE) ‖ seq → empty.
+    pub audit_by_time: Database,
+    /// Index: action name ‖ 0 ‖ seq → empty.
+    pub audit_by_action: Database,
+    /// Index: `len(tenant) tenant` ‖ seq → empty.
+    pub audit_by_tenant: Database,
+    /// TPM counter (8, BE) → signed checkpoint note.
+    pub checkpoints: Database,
 }
 
 /// Handle to the store. Cheap to clone.
@@ -102,6 +110,10 @@ impl Store {
             tokens: create("tokens")?,
             token_ids: create("token_ids")?,
             audit: create("audit")?,
+            audit_by_time: create("audit_by_time")?,
+            audit_by_action: create("audit_by_action")?,
+            audit_by_tenant: create("audit_by_tenant")?,
+            checkpoints: create("checkpoints")?,
         };
         let env = Arc::new(env);
         let head = read::audit_head(&env.begin_ro_txn()?, dbs.meta)?;

@@ -42,6 +42,40 @@ pub struct RecordPage {
     pub next: Option<(u64, RecordId)>,
 }
 
+/// Filters of an audit query (SPEC §6). `tenant` is forced for tenant tokens.
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter {
+    /// Inclusive start, Unix seconds.
+    pub start: Option<u64>,
+    /// Exclusive end, Unix seconds.
+    pub end: Option<u64>,
+    /// Action name.
+    pub action: Option<String>,
+    /// Actor.
+    pub actor: Option<String>,
+    /// Resource.
+    pub resource: Option<String>,
+    /// Only this tenant's events.
+    pub tenant: Option<TenantId>,
+    /// Continue after this seq.
+    pub after_seq: Option<u64>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// A page of audit events.
+pub struct AuditPage {
+    /// (seq, canonical bytes), ascending.
+    pub events: Vec<(u64, Vec<u8>)>,
+    /// Matching events in all pages.
+    pub total: u64,
+    /// More pages follow.
+    pub has_more: bool,
+}
+
+/// LMDB's `MDB_LAST` cursor operation (lmdb-rkv does not re-export the constant).
+const MDB_LAST: u32 = 6;
+
 /// A read snapshot.
 pub struct ReadTxn<'env> {
     txn: RoTransaction<'env>,
@@ -233,6 +267,138 @@ impl<'env> ReadTxn<'env> {
         }
         drop(cursor);
         Ok(out)
+    }
+
+    /// The newest stored checkpoint: (counter, note).
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let cursor = self.txn.open_ro_cursor(self.dbs.checkpoints)?;
+        let found = match cursor.get(None, None, MDB_LAST) {
+            Ok((Some(k), v)) => Some(Self::checkpoint_entry(k, v)?),
+            Ok((None, _)) | Err(lmdb::Error::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+        drop(cursor);
+        Ok(found)
+    }
+
+    /// Every stored checkpoint, by counter.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut cursor = self.txn.open_ro_cursor(self.dbs.checkpoints)?;
+        let mut out = Vec::new();
+        for item in cursor.iter_start() {
+            let (k, v) = item?;
+            out.push(Self::checkpoint_entry(k, v)?);
+        }
+        drop(cursor);
+        Ok(out)
+    }
+
+    fn checkpoint_entry(k: &[u8], v: &[u8]) -> Result<(u64, String), StoreError> {
+        let counter = u64::from_be_bytes(k.try_into().map_err(|_| StoreError::Corrupt("checkpoints key"))?);
+        let note = String::from_utf8(v.to_vec()).map_err(|_| StoreError::Corrupt("checkpoints"))?;
+        Ok((counter, note))
+    }
+
+    /// One event's bytes.
+    pub fn audit_event(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(get(&self.txn, self.dbs.audit, &layout::audit_key(seq))?.map(<[u8]>::to_vec))
+    }
+
+    /// Seqs listed by one index under `prefix`, keys `prefix ‖ ... ‖ seq(8)`, limited to
+    /// keys in `[from, to)` when given.
+    fn index_seqs(&self, db: Database, from: &[u8], to: Option<&[u8]>, prefix: &[u8]) -> Result<Vec<u64>, StoreError> {
+        let mut cursor = self.txn.open_ro_cursor(db)?;
+        let mut out = Vec::new();
+        for item in cursor.iter_from(from) {
+            let (k, _) = item?;
+            if !k.starts_with(prefix) || to.is_some_and(|t| k >= t) {
+                break;
+            }
+            let seq = k.len().checked_sub(8).map(|i| &k[i..]).ok_or(StoreError::Corrupt("audit index"))?;
+            out.push(u64::from_be_bytes(seq.try_into().map_err(|_| StoreError::Corrupt("audit index"))?));
+        }
+        drop(cursor);
+        Ok(out)
+    }
+
+    /// Audit query: candidates from the most selective index (tenant, action, time),
+    /// remaining filters applied to the candidates only.
+    pub fn audit_query(&self, f: &AuditFilter) -> Result<AuditPage, StoreError> {
+        use crate::audit::AuditEvent;
+        let after = f.after_seq.map_or(0, |s| s + 1);
+        let unfiltered = f.tenant.is_none()
+            && f.action.is_none()
+            && f.actor.is_none()
+            && f.resource.is_none()
+            && f.start.is_none()
+            && f.end.is_none();
+        if unfiltered {
+            let total = self.audit_head()?.0;
+            let mut events: Vec<(u64, Vec<u8>)> = Vec::new();
+            for bytes in self.audit_events(after, f.limit + 1)? {
+                events.push((after + events.len() as u64, bytes));
+            }
+            let has_more = events.len() > f.limit;
+            events.truncate(f.limit);
+            return Ok(AuditPage { events, total, has_more });
+        }
+        let mut seqs = if let Some(t) = &f.tenant {
+            let p = layout::audit_tenant_prefix(t.as_str());
+            self.index_seqs(self.dbs.audit_by_tenant, &p, None, &p)?
+        } else if let Some(a) = &f.action {
+            let p = layout::audit_action_prefix(a);
+            self.index_seqs(self.dbs.audit_by_action, &p, None, &p)?
+        } else if f.start.is_some() || f.end.is_some() {
+            let from = layout::audit_time_key(f.start.unwrap_or(0), 0);
+            let to = layout::audit_time_key(f.end.unwrap_or(u64::MAX), 0);
+            self.index_seqs(self.dbs.audit_by_time, &from, Some(&to), &[])?
+        } else {
+            (0..self.audit_head()?.0).collect()
+        };
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut page = AuditPage { events: Vec::new(), total: 0, has_more: false };
+        for seq in seqs {
+            let Some(bytes) = get(&self.txn, self.dbs.audit, &layout::audit_key(seq))? else { continue };
+            // An event that does not parse cannot be attributed; the verifier flags it.
+            let Some(e) = AuditEvent::from_bytes(bytes) else { continue };
+            let ts = time::OffsetDateTime::parse(&e.ts, &time::format_description::well_known::Rfc3339)
+                .map(|t| u64::try_from(t.unix_timestamp()).unwrap_or(0))
+                .unwrap_or(0);
+            let keep = f.tenant.as_ref().is_none_or(|t| e.tenant_id.as_deref() == Some(t.as_str()))
+                && f.action.as_deref().is_none_or(|a| crate::audit::action_name(e.action) == a)
+                && f.actor.as_deref().is_none_or(|a| e.actor == a)
+                && f.resource.as_deref().is_none_or(|r| e.resource == r)
+                && f.start.is_none_or(|s| ts >= s)
+                && f.end.is_none_or(|end| ts < end);
+            if !keep {
+                continue;
+            }
+            page.total += 1;
+            if seq >= after {
+                if page.events.len() < f.limit {
+                    page.events.push((seq, bytes.to_vec()));
+                } else {
+                    page.has_more = true;
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// Visit events from `from_seq` in key order with their stored key; stop when `f`
+    /// returns false. A key that is not 8 bytes is reported as `u64::MAX`.
+    pub fn for_each_event(&self, from_seq: u64, mut f: impl FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        let mut cursor = self.txn.open_ro_cursor(self.dbs.audit)?;
+        for item in cursor.iter_from(layout::audit_key(from_seq)) {
+            let (k, v) = item?;
+            let seq = k.try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
+            if !f(seq, v) {
+                break;
+            }
+        }
+        drop(cursor);
+        Ok(())
     }
 
     /// (next seq, last chain hash).

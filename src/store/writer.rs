@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::layout;
 use super::write::{ChangeError, WriteTxn};
 use super::{Dbs, StoreError};
-use crate::audit::{chain_hash, hash_hex, AuditEvent, ChainHash, Outcome, PendingEvent, GENESIS_PREV};
+use crate::audit::{action_name, chain_hash, hash_hex, AuditEvent, ChainHash, Outcome, PendingEvent, GENESIS_PREV};
 use crate::clock::{rfc3339, Clock};
 use crate::telemetry::Metrics;
 
@@ -263,6 +263,23 @@ impl Writer {
         Ok(())
     }
 
+    /// Append the event and its index entries (time, action, tenant).
+    fn put_event(&self, txn: &mut RwTransaction<'_>, e: &AuditEvent, unix_secs: i64, bytes: &[u8]) -> Result<(), StoreError> {
+        let none: &[u8] = &[];
+        txn.put(self.dbs.audit, &layout::audit_key(e.seq), &bytes, WriteFlags::APPEND)?;
+        let secs = u64::try_from(unix_secs).unwrap_or(0);
+        txn.put(self.dbs.audit_by_time, &layout::audit_time_key(secs, e.seq), &none, WriteFlags::empty())?;
+        let mut k = layout::audit_action_prefix(action_name(e.action));
+        k.extend_from_slice(&e.seq.to_be_bytes());
+        txn.put(self.dbs.audit_by_action, &k, &none, WriteFlags::empty())?;
+        if let Some(t) = &e.tenant_id {
+            let mut k = layout::audit_tenant_prefix(t);
+            k.extend_from_slice(&e.seq.to_be_bytes());
+            txn.put(self.dbs.audit_by_tenant, &k, &none, WriteFlags::empty())?;
+        }
+        Ok(())
+    }
+
     /// Apply one job's change in a nested transaction and append its event.
     /// `Ok((finish, None))` = retry requested, nothing written.
     #[allow(clippy::type_complexity)]
@@ -313,8 +330,8 @@ impl Writer {
         };
         let bytes = chained.to_bytes();
         let hash = chain_hash(&bytes);
-        if let Err(e) = txn.put(self.dbs.audit, &layout::audit_key(seq), &bytes, WriteFlags::APPEND) {
-            return Err((finish, e.into()));
+        if let Err(e) = self.put_event(txn, &chained, now.unix_timestamp(), &bytes) {
+            return Err((finish, e));
         }
         Ok((
             finish,

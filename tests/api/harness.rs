@@ -503,6 +503,28 @@ impl TestServer {
     pub fn audit_events(&self) -> Vec<StoredEvent> {
         read_audit_events(&self.data_dir)
     }
+
+    /// The audit log, with the whole chain verified (see [`verify_chain`]).
+    pub fn verified_audit_log(&self) -> Vec<StoredEvent> {
+        verify_chain(&self.data_dir)
+    }
+
+    /// The events recorded for one request id.
+    pub fn events_for(&self, request_id: &str) -> Vec<StoredEvent> {
+        self.audit_events().into_iter().filter(|e| e.event.request_id == request_id).collect()
+    }
+
+    /// Assert exactly one event for the request, with this action and outcome; return it.
+    #[track_caller]
+    pub fn expect_event(&self, resp: &Resp, action: &str, outcome: &str) -> StoredEvent {
+        let rid = resp.rid();
+        let events = self.events_for(&rid);
+        assert_eq!(events.len(), 1, "expected exactly one audit event for {rid}, got {events:#?}");
+        let e = events.into_iter().next().expect("one event");
+        assert_eq!(e.action(), action, "action of {rid}: {}", String::from_utf8_lossy(&e.bytes));
+        assert_eq!(e.outcome(), outcome, "outcome of {rid}: {}", String::from_utf8_lossy(&e.bytes));
+        e
+    }
 }
 
 fn parse_ready_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
@@ -552,32 +574,43 @@ fn open_env(data_dir: &Path, read_only: bool) -> Environment {
         .expect("open LMDB environment")
 }
 
-/// Read every audit event and check each one's bytes round-trip through
-/// `AuditEvent::from_bytes`.
-pub fn read_audit_events(data_dir: &Path) -> Vec<StoredEvent> {
+/// Read every audit event (checking each one's bytes round-trip through
+/// `AuditEvent::from_bytes`) and the stored chain head, in one snapshot.
+pub fn read_audit_log(data_dir: &Path) -> (Vec<StoredEvent>, Vec<u8>) {
     let env = open_env(data_dir, true);
     let db = env.open_db(Some("audit")).expect("audit db");
+    let meta = env.open_db(Some("meta")).expect("meta db");
     let txn = env.begin_ro_txn().expect("read txn");
     let mut out = Vec::new();
     {
         let mut cursor = txn.open_ro_cursor(db).expect("cursor");
         for item in cursor.iter_start() {
             let (key, value) = item.expect("audit item");
-            let event = AuditEvent::from_bytes(value)
-                .unwrap_or_else(|| panic!("audit event does not parse canonically: {}", String::from_utf8_lossy(value)));
+            let event = AuditEvent::from_bytes(value).unwrap_or_else(|| {
+                panic!("audit event does not parse canonically: {}", String::from_utf8_lossy(value))
+            });
             assert_eq!(key, event.seq.to_be_bytes(), "audit key is the big-endian seq");
-            let json: Value = serde_json::from_slice(&value[strongroom::audit::EVENT_PREFIX.len()..]).expect("event JSON");
+            let json: Value =
+                serde_json::from_slice(&value[strongroom::audit::EVENT_PREFIX.len()..]).expect("event JSON");
             out.push(StoredEvent { bytes: value.to_vec(), event, json });
         }
     }
+    let head = txn.get(meta, b"audit_head").expect("audit head").to_vec();
     drop(txn);
-    out
+    (out, head)
 }
 
-/// Check the whole chain: seq 0.. without gaps, genesis `prev`, each `prev` = the previous
-/// event's chain hash, and the stored head (`meta/audit_head`) = (next seq, last hash).
+/// Every audit event (see [`read_audit_log`]).
+pub fn read_audit_events(data_dir: &Path) -> Vec<StoredEvent> {
+    read_audit_log(data_dir).0
+}
+
+/// Read the log and check the whole chain: seq 0.. without gaps, genesis `prev`, each
+/// `prev` = the previous event's chain hash, canonical bytes, and the stored head
+/// (`meta/audit_head`) = (next seq, last hash). Returns the events.
 #[track_caller]
-pub fn verify_chain(data_dir: &Path, events: &[StoredEvent]) {
+pub fn verify_chain(data_dir: &Path) -> Vec<StoredEvent> {
+    let (events, head) = read_audit_log(data_dir);
     assert!(!events.is_empty(), "the audit log is empty");
     let mut prev = GENESIS_PREV.to_owned();
     for (i, e) in events.iter().enumerate() {
@@ -586,14 +619,11 @@ pub fn verify_chain(data_dir: &Path, events: &[StoredEvent]) {
         assert_eq!(e.event.to_bytes(), e.bytes, "event {i} is not canonical");
         prev = hash_hex(&chain_hash(&e.bytes));
     }
-    let env = open_env(data_dir, true);
-    let meta = env.open_db(Some("meta")).expect("meta db");
-    let txn = env.begin_ro_txn().expect("read txn");
-    let head = txn.get(meta, &b"audit_head").expect("audit head").to_vec();
-    drop(txn);
     assert_eq!(head.len(), 40, "audit head is next_seq(8) || hash(32)");
     assert_eq!(&head[..8], &(events.len() as u64).to_be_bytes(), "stored head seq");
-    assert_eq!(hash_hex(&head[8..].try_into().expect("32 bytes")), prev, "stored head hash");
+    let last: [u8; 32] = head[8..].try_into().expect("32 bytes");
+    assert_eq!(hash_hex(&last), prev, "stored head hash");
+    events
 }
 
 /// Raw LMDB access for tamper tests. Only while the server is stopped.

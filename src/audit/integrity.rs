@@ -1,0 +1,400 @@
+//! Integrity of the audit log over time: sealing checkpoints to the TPM counter, the
+//! start-up rollback check, the background verifier, and the integrity alarm.
+//!
+//! Sealing protocol (SPEC §7): commit a checkpoint carrying counter `c+1` (with its
+//! `checkpoint_seal` event), *then* increment the TPM NV counter. At start, with `S` the
+//! newest stored checkpoint's counter and `T` the TPM's: `S == T` ok; `S == T+1` finish
+//! the increment (crash between the two steps); anything else is a rollback or a
+//! replaced anchor. Invariants: nothing is sealed past a verification failure; once
+//! raised, the alarm stays raised for the life of the process (an operator must act).
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use prometheus::IntGauge;
+use strongroom_hsm::{HsmWorker, KeyBackend, MonotonicCounter};
+
+use super::checkpoint::{verifier_key, Checkpoint};
+use super::verifier::{ChainVerifier, VerifiedPrefix};
+use super::{Action, Outcome, PendingEvent};
+use crate::auth::system_scope;
+use crate::store::Store;
+
+/// The TPM counter's worker.
+pub type CounterWorker = HsmWorker<dyn MonotonicCounter>;
+
+/// Full sweeps run on every verification pass while the log is at most this long, and
+/// every [`FULL_SWEEP_EVERY`] passes beyond (a sweep costs ~1 s per million events).
+pub const FULL_SWEEP_MAX_EVENTS: u64 = 1_000_000;
+/// See [`FULL_SWEEP_MAX_EVENTS`].
+pub const FULL_SWEEP_EVERY: u64 = 30;
+
+/// The integrity alarm shared with the API: set once, never cleared in-process.
+#[derive(Clone)]
+pub struct Alarm {
+    reason: Arc<RwLock<Option<String>>>,
+    gauge: IntGauge,
+}
+
+impl Alarm {
+    /// A clear alarm driving `gauge`.
+    pub fn new(gauge: IntGauge) -> Self {
+        gauge.set(0);
+        Self { reason: Arc::default(), gauge }
+    }
+    /// The reason, when raised.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.read().map(|r| r.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+    /// Raise; returns false if it was already raised.
+    fn raise(&self, why: &str) -> bool {
+        let mut r = self.reason.write().unwrap_or_else(|p| p.into_inner());
+        self.gauge.set(1);
+        if r.is_some() {
+            return false;
+        }
+        *r = Some(why.to_owned());
+        true
+    }
+}
+
+/// Sealing timings.
+#[derive(Debug, Clone, Copy)]
+pub struct SealPolicy {
+    /// Seal on this period when there was activity.
+    pub interval: Duration,
+    /// At most one seal per this period for critical events (TPM wear).
+    pub min_interval: Duration,
+    /// Verification period.
+    pub verify_interval: Duration,
+}
+
+struct SealState {
+    /// The TPM counter value of the newest sealed checkpoint.
+    counter: u64,
+    /// Events covered by it.
+    size: u64,
+    last_seal: Instant,
+}
+
+/// The integrity service.
+pub struct Integrity {
+    store: Store,
+    hsm: HsmWorker<dyn KeyBackend>,
+    tpm: Option<CounterWorker>,
+    verifier: Arc<ChainVerifier>,
+    origin: String,
+    nv_index: u32,
+    public_key: [u8; 32],
+    seal: tokio::sync::Mutex<SealState>,
+    alarm: Alarm,
+    critical: tokio::sync::Notify,
+    policy: SealPolicy,
+}
+
+/// Checkpoint status for the API.
+pub struct Status {
+    /// The whole answer of SPEC §6's `chain_verified`.
+    pub chain_verified: bool,
+    /// Verified prefix.
+    pub verified: VerifiedPrefix,
+    /// Newest checkpoint that verified, with its note.
+    pub checkpoint: Option<Checkpoint>,
+    /// TPM counter now.
+    pub tpm_counter: Option<u64>,
+    /// Last event covered by a TPM-confirmed checkpoint.
+    pub sealed_through_seq: Option<u64>,
+}
+
+/// What start-up found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StartupCheck {
+    /// Stored and TPM counters agree.
+    Consistent,
+    /// A crash between checkpoint commit and TPM increment was finished.
+    FinishedIncrement,
+}
+
+impl Integrity {
+    /// Build the service. `tpm` is `None` when the counter is missing or replaced (the
+    /// caller raises the alarm).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        hsm: HsmWorker<dyn KeyBackend>,
+        tpm: Option<CounterWorker>,
+        appliance_id: &str,
+        nv_index: u32,
+        public_key: [u8; 32],
+        alarm: Alarm,
+        policy: SealPolicy,
+    ) -> Arc<Self> {
+        let origin = format!("strongroom/{appliance_id}");
+        let verifier = Arc::new(ChainVerifier::new(store.clone(), public_key, origin.clone(), nv_index));
+        Arc::new(Self {
+            store,
+            hsm,
+            tpm,
+            verifier,
+            origin,
+            nv_index,
+            public_key,
+            seal: tokio::sync::Mutex::new(SealState { counter: 0, size: 0, last_seal: Instant::now() }),
+            alarm,
+            critical: tokio::sync::Notify::new(),
+            policy,
+        })
+    }
+
+    /// The alarm.
+    pub fn alarm(&self) -> &Alarm {
+        &self.alarm
+    }
+
+    /// The C2SP verifier key of the checkpoint signing key.
+    pub fn verifier_key(&self) -> String {
+        verifier_key(&self.origin, &self.public_key)
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &ChainVerifier {
+        &self.verifier
+    }
+
+    /// The newest stored checkpoint note, if any.
+    pub fn latest_note(&self) -> Option<String> {
+        self.store.read().ok()?.latest_checkpoint().ok()?.map(|(_, n)| n)
+    }
+
+    /// Raise the alarm and record the detection in the audit log (once).
+    pub async fn raise(&self, action: Action, reason: &str) {
+        if !self.alarm.raise(reason) {
+            return;
+        }
+        tracing::error!(reason, "INTEGRITY ALARM: data endpoints now refuse service");
+        let mut ev = PendingEvent::new(action, "system:integrity", "audit", "integrity").detail("reason", reason);
+        ev.outcome = Outcome::Failed;
+        if let Err(e) = self.store.record(ev).await {
+            tracing::error!(error = %e, "cannot record the integrity alarm in the audit log");
+        }
+    }
+
+    async fn tpm_read(&self) -> Result<u64, String> {
+        let tpm = self.tpm.as_ref().ok_or("TPM counter unavailable")?;
+        tpm.call(|c| c.read()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+    }
+
+    async fn tpm_increment(&self) -> Result<u64, String> {
+        let tpm = self.tpm.as_ref().ok_or("TPM counter unavailable")?;
+        tpm.call(|c| c.increment()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+    }
+
+    /// `init`: the TPM counter was just defined at `counter`; seal the genesis events.
+    pub async fn seal_genesis(&self, counter: u64) -> Result<(), String> {
+        self.seal.lock().await.counter = counter;
+        self.seal_now("genesis").await.map(|_| ())
+    }
+
+    /// `serve`: the start-up rollback check and a full verification. Raises the alarm
+    /// on any inconsistency.
+    pub async fn startup(&self) -> Result<StartupCheck, String> {
+        let latest = self.store.read().and_then(|t| t.latest_checkpoint()).map_err(|e| e.to_string());
+        let stored = match latest {
+            Ok(Some((counter, _))) => counter,
+            Ok(None) => return self.refuse(Action::RollbackDetected, "no sealed checkpoint in the data directory").await,
+            Err(e) => return Err(e),
+        };
+        let tpm = match self.tpm_read().await {
+            Ok(t) => t,
+            Err(e) => return self.refuse(Action::RollbackDetected, &format!("TPM counter check failed: {e}")).await,
+        };
+        let outcome = if stored == tpm {
+            StartupCheck::Consistent
+        } else if stored == tpm + 1 {
+            tracing::warn!(stored, tpm, "finishing a TPM increment interrupted by a crash");
+            self.tpm_increment().await?;
+            StartupCheck::FinishedIncrement
+        } else if stored < tpm {
+            let why = format!(
+                "rollback detected: the newest checkpoint is sealed to TPM counter {stored} but the TPM is at {tpm} (an older copy of the data directory was restored, or checkpoints were removed)"
+            );
+            return self.refuse(Action::RollbackDetected, &why).await;
+        } else {
+            let why = format!("TPM anchor mismatch: stored counter {stored} is ahead of the TPM ({tpm}); the TPM or its NV index was replaced");
+            return self.refuse(Action::RollbackDetected, &why).await;
+        };
+        let verifier = self.verifier.clone();
+        let sweep = tokio::task::spawn_blocking(move || verifier.full_sweep())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let prefix = match sweep {
+            Ok(p) => p,
+            Err(f) => return self.refuse(Action::ChainVerifyFailed, &f.to_string()).await,
+        };
+        let mut st = self.seal.lock().await;
+        st.counter = stored;
+        st.size = self.verifier.latest_checkpoint().map_or(0, |(_, cp)| cp.size);
+        tracing::info!(events = prefix.size, counter = stored, "audit chain verified at start");
+        Ok(outcome)
+    }
+
+    async fn refuse(&self, action: Action, why: &str) -> Result<StartupCheck, String> {
+        self.raise(action, why).await;
+        Err(why.to_owned())
+    }
+
+    /// Seal now if there was activity since the last checkpoint (beyond its own
+    /// `checkpoint_seal` event).
+    pub async fn seal_if_active(&self, reason: &str) -> Result<Option<u64>, String> {
+        let head = self.store.audit_head().map_err(|e| e.to_string())?.0;
+        let sealed = self.seal.lock().await.size;
+        if head <= sealed + 1 {
+            return Ok(None);
+        }
+        self.seal_now(reason).await
+    }
+
+    /// Seal the verified prefix: sign in the HSM, commit with its event, bump the TPM.
+    pub async fn seal_now(&self, reason: &str) -> Result<Option<u64>, String> {
+        let mut st = self.seal.lock().await;
+        if let Some(why) = self.alarm.reason() {
+            return Err(format!("not sealing under an integrity alarm: {why}"));
+        }
+        let verifier = self.verifier.clone();
+        let prefix = tokio::task::spawn_blocking(move || verifier.verify_new())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let prefix = match prefix {
+            Ok(p) => p,
+            Err(f) => {
+                self.raise(Action::ChainVerifyFailed, &f.to_string()).await;
+                return Err(f.to_string());
+            }
+        };
+        let counter = st.counter + 1;
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size: prefix.size,
+            root: prefix.root,
+            chain_head: prefix.head,
+            nv_index: self.nv_index,
+            counter,
+        };
+        let body = cp.body();
+        let signature = self
+            .hsm
+            .call(move |b| b.sign(body.as_bytes()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("HSM signing failed: {e}"))?;
+        let note = cp.signed_note(&self.public_key, &signature);
+        let ev = PendingEvent::new(Action::CheckpointSeal, "system:sealer", "audit", format!("seal-{counter}"))
+            .detail("counter", counter)
+            .detail("size", prefix.size)
+            .detail("reason", reason);
+        let scope = system_scope();
+        self.store
+            .commit(ev, move |txn, _| txn.put_checkpoint(&scope, counter, &note))
+            .await
+            .map_err(|e| format!("cannot store checkpoint {counter}: {e}"))?;
+        inject_fault("after_checkpoint_commit");
+        let now = self.tpm_increment().await?;
+        if now != counter {
+            let why = format!("TPM counter is {now} after sealing checkpoint {counter}: someone else increments it");
+            self.raise(Action::RollbackDetected, &why).await;
+            return Err(why);
+        }
+        st.counter = counter;
+        st.size = prefix.size;
+        st.last_seal = Instant::now();
+        tracing::info!(counter, size = prefix.size, reason, "checkpoint sealed");
+        Ok(Some(counter))
+    }
+
+    /// Ask for a seal soon (security-critical event), rate limited by `min_interval`.
+    pub fn critical_event(&self) {
+        self.critical.notify_one();
+    }
+
+    /// The status for `chain_verified` answers: everything through `through_seq`
+    /// recomputed, no failure, the newest checkpoint verified and matching the TPM.
+    pub async fn status(&self) -> Status {
+        let verifier = self.verifier.clone();
+        let prefix = tokio::task::spawn_blocking(move || verifier.verify_new()).await;
+        let verified_ok = matches!(prefix, Ok(Ok(Ok(_))));
+        let verified = self.verifier.verified();
+        // Under the seal lock, stored counter and TPM are consistent with each other.
+        let st = self.seal.lock().await;
+        let tpm_counter = self.tpm_read().await.ok();
+        let checkpoint = self.verifier.latest_checkpoint();
+        let tpm_ok = matches!((&checkpoint, tpm_counter), (Some((c, _)), Some(t)) if *c == t && *c == st.counter);
+        drop(st);
+        let chain_verified = verified_ok && tpm_ok && self.alarm.reason().is_none() && self.verifier.failure().is_none();
+        let sealed_through_seq = checkpoint.as_ref().filter(|_| tpm_ok).and_then(|(_, cp)| cp.size.checked_sub(1));
+        Status { chain_verified, verified, checkpoint: checkpoint.map(|(_, cp)| cp), tpm_counter, sealed_through_seq }
+    }
+
+    /// Background work: periodic verification and sealing.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut passes = 0u64;
+            loop {
+                tokio::time::sleep(me.policy.verify_interval).await;
+                passes += 1;
+                let events = me.store.audit_head().map(|h| h.0).unwrap_or(0);
+                let full = events <= FULL_SWEEP_MAX_EVENTS || passes % FULL_SWEEP_EVERY == 0;
+                let verifier = me.verifier.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    if full {
+                        verifier.full_sweep()
+                    } else {
+                        verifier.verify_new()
+                    }
+                })
+                .await;
+                match result {
+                    Ok(Ok(Err(f))) => me.raise(Action::ChainVerifyFailed, &f.to_string()).await,
+                    Ok(Err(e)) => tracing::error!(error = %e, "verifier cannot read the store"),
+                    Err(e) => tracing::error!(error = %e, "verifier task failed"),
+                    Ok(Ok(Ok(_))) => {}
+                }
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let critical = tokio::select! {
+                    _ = tokio::time::sleep(me.policy.interval) => false,
+                    _ = me.critical.notified() => true,
+                };
+                if critical {
+                    let since = me.seal.lock().await.last_seal.elapsed();
+                    if let Some(wait) = me.policy.min_interval.checked_sub(since) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                if me.alarm.reason().is_some() {
+                    continue;
+                }
+                if let Err(e) = me.seal_if_active(if critical { "critical_event" } else { "interval" }).await {
+                    tracing::error!(error = %e, "checkpoint sealing failed");
+                }
+            }
+        });
+    }
+}
+
+/// Debug builds only: exit abruptly at a named point when `STRONGROOM_TEST_FAULT` names
+/// it (crash-safety tests).
+fn inject_fault(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("STRONGROOM_TEST_FAULT").is_ok_and(|f| f == point) {
+        tracing::error!(point, "injected fault: exiting abruptly");
+        std::process::exit(86);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
+}
