@@ -53,13 +53,27 @@ fn to_secs(nanos: u64) -> u64 {
 }
 
 fn parse_query(q: AuditQuery, scope: &AnyScope) -> Result<AuditFilter, ApiError> {
-    let start = q.start.as_deref().map(parse_timestamp).transpose().map_err(ApiError::invalid)?;
-    let end = q.end.as_deref().map(parse_timestamp).transpose().map_err(ApiError::invalid)?;
+    let start = q
+        .start
+        .as_deref()
+        .map(parse_timestamp)
+        .transpose()
+        .map_err(ApiError::invalid)?;
+    let end = q
+        .end
+        .as_deref()
+        .map(parse_timestamp)
+        .transpose()
+        .map_err(ApiError::invalid)?;
     let limit = match q.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => return Err(ApiError::invalid(format!("limit must be an integer from 1 to {MAX_LIMIT}"))),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "limit must be an integer from 1 to {MAX_LIMIT}"
+                )))
+            }
         },
     };
     if let Some(a) = &q.action {
@@ -70,8 +84,12 @@ fn parse_query(q: AuditQuery, scope: &AnyScope) -> Result<AuditFilter, ApiError>
     let after_seq = match q.cursor.as_deref() {
         None => None,
         Some(c) => {
-            let b = URL_SAFE_NO_PAD.decode(c).map_err(|_| ApiError::invalid("invalid cursor"))?;
-            Some(u64::from_be_bytes(b.try_into().map_err(|_| ApiError::invalid("invalid cursor"))?))
+            let b = URL_SAFE_NO_PAD
+                .decode(c)
+                .map_err(|_| ApiError::invalid("invalid cursor"))?;
+            Some(u64::from_be_bytes(
+                b.try_into().map_err(|_| ApiError::invalid("invalid cursor"))?,
+            ))
         }
     };
     Ok(AuditFilter {
@@ -122,7 +140,11 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let covered = newest.is_none_or(|s| s < status.verified.size);
     let next_cursor = page
         .has_more
-        .then(|| page.events.last().map(|(seq, _)| URL_SAFE_NO_PAD.encode(seq.to_be_bytes())))
+        .then(|| {
+            page.events
+                .last()
+                .map(|(seq, _)| URL_SAFE_NO_PAD.encode(seq.to_be_bytes()))
+        })
         .flatten();
     let events: Vec<Value> = page.events.iter().map(|(seq, b)| event_json(*seq, b)).collect();
     let body = json!({
@@ -141,7 +163,12 @@ pub async fn verify(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     let mut ctx = Ctx::new(&req, &state, Action::AuditRead, "audit".to_owned());
     authorize(&mut ctx, &req).await?;
     let status = state.integrity.status().await;
-    let failure = state.integrity.verifier().failure().map(|f| f.to_string()).or_else(|| state.alarm());
+    let failure = state
+        .integrity
+        .verifier()
+        .failure()
+        .map(|f| f.to_string())
+        .or_else(|| state.alarm());
     let checkpoint = status.checkpoint.as_ref().map(|cp| {
         json!({
             "origin": cp.origin, "tree_size": cp.size, "root_hash": B64.encode(cp.root),
@@ -158,7 +185,10 @@ pub async fn verify(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
         "sealed_through_seq": status.sealed_through_seq,
         "failure": failure,
     });
-    let ev = ctx.event().detail("endpoint", "verify").detail("chain_verified", status.chain_verified);
+    let ev = ctx
+        .event()
+        .detail("endpoint", "verify")
+        .detail("chain_verified", status.chain_verified);
     finish(&ctx, ev, HttpResponse::Ok().json(body)).await
 }
 
@@ -170,7 +200,12 @@ pub async fn checkpoint(req: HttpRequest, state: web::Data<AppState>) -> Result<
         return Err(ctx.reject(ApiError::not_found("no checkpoint has been sealed")).await);
     };
     let ev = ctx.event().detail("endpoint", "checkpoint");
-    finish(&ctx, ev, HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(note)).await
+    finish(
+        &ctx,
+        ev,
+        HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(note),
+    )
+    .await
 }
 
 /// `GET /v1/admin/audit/public-key`
@@ -179,7 +214,14 @@ pub async fn public_key(req: HttpRequest, state: web::Data<AppState>) -> Result<
     authorize(&mut ctx, &req).await?;
     let ev = ctx.event().detail("endpoint", "public-key");
     let vkey = state.integrity.verifier_key();
-    finish(&ctx, ev, HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(vkey + "\n")).await
+    finish(
+        &ctx,
+        ev,
+        HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(vkey + "\n"),
+    )
+    .await
 }
 
 /// Query string of the export.
@@ -216,5 +258,10 @@ pub async fn export(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
         return Err(ctx.internal(&e).await);
     }
     let ev = ctx.event().detail("from_seq", from).detail("count", count);
-    finish(&ctx, ev, HttpResponse::Ok().content_type("application/x-ndjson").body(out)).await
+    finish(
+        &ctx,
+        ev,
+        HttpResponse::Ok().content_type("application/x-ndjson").body(out),
+    )
+    .await
 }

@@ -63,7 +63,16 @@ impl AppState {
         max_body: usize,
     ) -> Self {
         let records = RecordService::new(store.clone(), keys.clone(), clock.clone());
-        Self { store, keys, records, integrity, metrics, clock, max_body, tenant_admin: Default::default() }
+        Self {
+            store,
+            keys,
+            records,
+            integrity,
+            metrics,
+            clock,
+            max_body,
+            tenant_admin: Default::default(),
+        }
     }
 
     /// The current integrity alarm, if any.

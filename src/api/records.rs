@@ -21,7 +21,13 @@ async fn map_err(ctx: &Ctx, e: RecordsError) -> ApiError {
             ctx.reject_cross_tenant(ApiError::not_found("not found")).await
         }
         RecordsError::NotFound { cross_tenant: false } => ctx.reject(ApiError::not_found("not found")).await,
-        RecordsError::Conflict(m) => ctx.reject(ApiError::conflict(m)).await,
+        // Only made from a change the writer refused: its event (outcome `failed`) is
+        // already durable, so answer without recording a second one.
+        RecordsError::Conflict(m) => ApiError::conflict(m).with_request_id(&ctx.request_id),
+        RecordsError::Commit(e @ crate::store::CommitError::Refused(..)) => {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "write refused by the store");
+            ApiError::internal().with_request_id(&ctx.request_id)
+        }
         RecordsError::Key(k) => {
             tracing::error!(request_id = %ctx.request_id, error = %k, "key service failure");
             ctx.reject(ApiError::backend_unavailable()).await

@@ -76,8 +76,9 @@ pub fn verifier_key(name: &str, public_key: &[u8; 32]) -> String {
 
 /// Parse a verifier key string into (name, public key), checking its key id.
 pub fn parse_verifier_key(vkey: &str) -> Option<(String, [u8; 32])> {
-    let mut parts = vkey.trim().rsplitn(3, '+');
-    let (b64, id_hex, name) = (parts.next()?, parts.next()?, parts.next()?);
+    // Names contain no '+', base64 may: split from the left (as Go's sumdb/note does).
+    let mut parts = vkey.trim().splitn(3, '+');
+    let (name, id_hex, b64) = (parts.next()?, parts.next()?, parts.next()?);
     let typed = B64.decode(b64).ok()?;
     if typed.len() != 33 || typed[0] != SIG_TYPE_ED25519 {
         return None;
@@ -109,21 +110,30 @@ impl Checkpoint {
 
     /// Parse a signed note and verify its signature by `public_key` (key name = origin).
     pub fn parse_verified(note: &str, public_key: &[u8; 32]) -> Result<Self, CheckpointError> {
-        let (body, sigs) = note.split_once("\n\n").ok_or(CheckpointError::Malformed("no blank line"))?;
+        let (body, sigs) = note
+            .split_once("\n\n")
+            .ok_or(CheckpointError::Malformed("no blank line"))?;
         let body = format!("{body}\n");
         let cp = Self::parse_body(&body)?;
         let want_id = key_id(&cp.origin, public_key);
         let vk = VerifyingKey::from_bytes(public_key).map_err(|_| CheckpointError::UnknownKey)?;
         let mut found = false;
         for line in sigs.lines().filter(|l| !l.is_empty()) {
-            let rest = line.strip_prefix("\u{2014} ").ok_or(CheckpointError::Malformed("signature line"))?;
-            let (name, b64) = rest.split_once(' ').ok_or(CheckpointError::Malformed("signature line"))?;
-            let raw = B64.decode(b64).map_err(|_| CheckpointError::Malformed("signature base64"))?;
+            let rest = line
+                .strip_prefix("\u{2014} ")
+                .ok_or(CheckpointError::Malformed("signature line"))?;
+            let (name, b64) = rest
+                .split_once(' ')
+                .ok_or(CheckpointError::Malformed("signature line"))?;
+            let raw = B64
+                .decode(b64)
+                .map_err(|_| CheckpointError::Malformed("signature base64"))?;
             if name != cp.origin || raw.len() != 68 || raw[..4] != want_id {
                 continue; // another key's signature: ignored (C2SP signed-note)
             }
             let sig = Signature::from_slice(&raw[4..]).map_err(|_| CheckpointError::BadSignature)?;
-            vk.verify(body.as_bytes(), &sig).map_err(|_| CheckpointError::BadSignature)?;
+            vk.verify(body.as_bytes(), &sig)
+                .map_err(|_| CheckpointError::BadSignature)?;
             found = true;
         }
         if found {
@@ -148,14 +158,27 @@ impl Checkpoint {
             .strip_prefix("chain ")
             .and_then(parse_hash)
             .ok_or(CheckpointError::Malformed("chain line"))?;
-        let mut tpm_parts = tpm.strip_prefix("tpm ").ok_or(CheckpointError::Malformed("tpm line"))?.split(' ');
+        let mut tpm_parts = tpm
+            .strip_prefix("tpm ")
+            .ok_or(CheckpointError::Malformed("tpm line"))?
+            .split(' ');
         let nv_index = tpm_parts
             .next()
             .and_then(|s| s.strip_prefix("0x"))
             .and_then(|s| u32::from_str_radix(s, 16).ok())
             .ok_or(CheckpointError::Malformed("tpm nv index"))?;
-        let counter = tpm_parts.next().and_then(|s| s.parse().ok()).ok_or(CheckpointError::Malformed("tpm counter"))?;
-        Ok(Self { origin: (*origin).to_owned(), size, root, chain_head, nv_index, counter })
+        let counter = tpm_parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or(CheckpointError::Malformed("tpm counter"))?;
+        Ok(Self {
+            origin: (*origin).to_owned(),
+            size,
+            root,
+            chain_head,
+            nv_index,
+            counter,
+        })
     }
 }
 
@@ -190,8 +213,14 @@ mod tests {
         assert!(note.contains("\ntpm 0x01500016 7\n\n\u{2014} strongroom/abc "));
         assert_eq!(Checkpoint::parse_verified(&note, &pk).unwrap(), cp);
         let tampered = note.replace("\n42\n", "\n43\n");
-        assert_eq!(Checkpoint::parse_verified(&tampered, &pk), Err(CheckpointError::BadSignature));
+        assert_eq!(
+            Checkpoint::parse_verified(&tampered, &pk),
+            Err(CheckpointError::BadSignature)
+        );
         let other = SigningKey::from_bytes(&[8u8; 32]).verifying_key().to_bytes();
-        assert_eq!(Checkpoint::parse_verified(&note, &other), Err(CheckpointError::UnknownKey));
+        assert_eq!(
+            Checkpoint::parse_verified(&note, &other),
+            Err(CheckpointError::UnknownKey)
+        );
     }
 }

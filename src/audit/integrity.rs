@@ -40,11 +40,17 @@ impl Alarm {
     /// A clear alarm driving `gauge`.
     pub fn new(gauge: IntGauge) -> Self {
         gauge.set(0);
-        Self { reason: Arc::default(), gauge }
+        Self {
+            reason: Arc::default(),
+            gauge,
+        }
     }
     /// The reason, when raised.
     pub fn reason(&self) -> Option<String> {
-        self.reason.read().map(|r| r.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.reason
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
     /// Raise; returns false if it was already raised.
     fn raise(&self, why: &str) -> bool {
@@ -139,7 +145,11 @@ impl Integrity {
             origin,
             nv_index,
             public_key,
-            seal: tokio::sync::Mutex::new(SealState { counter: 0, size: 0, last_seal: Instant::now() }),
+            seal: tokio::sync::Mutex::new(SealState {
+                counter: 0,
+                size: 0,
+                last_seal: Instant::now(),
+            }),
             alarm,
             critical: tokio::sync::Notify::new(),
             policy,
@@ -181,12 +191,18 @@ impl Integrity {
 
     async fn tpm_read(&self) -> Result<u64, String> {
         let tpm = self.tpm.as_ref().ok_or("TPM counter unavailable")?;
-        tpm.call(|c| c.read()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        tpm.call(|c| c.read())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 
     async fn tpm_increment(&self) -> Result<u64, String> {
         let tpm = self.tpm.as_ref().ok_or("TPM counter unavailable")?;
-        tpm.call(|c| c.increment()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        tpm.call(|c| c.increment())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 
     /// `init`: the TPM counter was just defined at `counter`; seal the genesis events.
@@ -198,15 +214,27 @@ impl Integrity {
     /// `serve`: the start-up rollback check and a full verification. Raises the alarm
     /// on any inconsistency.
     pub async fn startup(&self) -> Result<StartupCheck, String> {
-        let latest = self.store.read().and_then(|t| t.latest_checkpoint()).map_err(|e| e.to_string());
+        let latest = self
+            .store
+            .read()
+            .and_then(|t| t.latest_checkpoint())
+            .map_err(|e| e.to_string());
         let stored = match latest {
             Ok(Some((counter, _))) => counter,
-            Ok(None) => return self.refuse(Action::RollbackDetected, "no sealed checkpoint in the data directory").await,
+            Ok(None) => {
+                return self
+                    .refuse(Action::RollbackDetected, "no sealed checkpoint in the data directory")
+                    .await
+            }
             Err(e) => return Err(e),
         };
         let tpm = match self.tpm_read().await {
             Ok(t) => t,
-            Err(e) => return self.refuse(Action::RollbackDetected, &format!("TPM counter check failed: {e}")).await,
+            Err(e) => {
+                return self
+                    .refuse(Action::RollbackDetected, &format!("TPM counter check failed: {e}"))
+                    .await
+            }
         };
         let outcome = if stored == tpm {
             StartupCheck::Consistent
@@ -290,10 +318,15 @@ impl Integrity {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("HSM signing failed: {e}"))?;
         let note = cp.signed_note(&self.public_key, &signature);
-        let ev = PendingEvent::new(Action::CheckpointSeal, "system:sealer", "audit", format!("seal-{counter}"))
-            .detail("counter", counter)
-            .detail("size", prefix.size)
-            .detail("reason", reason);
+        let ev = PendingEvent::new(
+            Action::CheckpointSeal,
+            "system:sealer",
+            "audit",
+            format!("seal-{counter}"),
+        )
+        .detail("counter", counter)
+        .detail("size", prefix.size)
+        .detail("reason", reason);
         let scope = system_scope();
         self.store
             .commit(ev, move |txn, _| txn.put_checkpoint(&scope, counter, &note))
@@ -331,9 +364,19 @@ impl Integrity {
         let checkpoint = self.verifier.latest_checkpoint();
         let tpm_ok = matches!((&checkpoint, tpm_counter), (Some((c, _)), Some(t)) if *c == t && *c == st.counter);
         drop(st);
-        let chain_verified = verified_ok && tpm_ok && self.alarm.reason().is_none() && self.verifier.failure().is_none();
-        let sealed_through_seq = checkpoint.as_ref().filter(|_| tpm_ok).and_then(|(_, cp)| cp.size.checked_sub(1));
-        Status { chain_verified, verified, checkpoint: checkpoint.map(|(_, cp)| cp), tpm_counter, sealed_through_seq }
+        let chain_verified =
+            verified_ok && tpm_ok && self.alarm.reason().is_none() && self.verifier.failure().is_none();
+        let sealed_through_seq = checkpoint
+            .as_ref()
+            .filter(|_| tpm_ok)
+            .and_then(|(_, cp)| cp.size.checked_sub(1));
+        Status {
+            chain_verified,
+            verified,
+            checkpoint: checkpoint.map(|(_, cp)| cp),
+            tpm_counter,
+            sealed_through_seq,
+        }
     }
 
     /// Background work: periodic verification and sealing.
@@ -379,7 +422,10 @@ impl Integrity {
                 if me.alarm.reason().is_some() {
                     continue;
                 }
-                if let Err(e) = me.seal_if_active(if critical { "critical_event" } else { "interval" }).await {
+                if let Err(e) = me
+                    .seal_if_active(if critical { "critical_event" } else { "interval" })
+                    .await
+                {
                     tracing::error!(error = %e, "checkpoint sealing failed");
                 }
             }

@@ -55,7 +55,9 @@ impl Frontier {
     /// The RFC 6962 root (`SHA-256("")` for the empty tree).
     pub fn root(&self) -> ChainHash {
         let mut iter = self.nodes.iter().rev();
-        let Some(&(_, mut acc)) = iter.next() else { return Sha256::digest([]).into() };
+        let Some(&(_, mut acc)) = iter.next() else {
+            return Sha256::digest([]).into();
+        };
         for (_, left) in iter {
             acc = node_hash(left, &acc);
         }
@@ -126,7 +128,10 @@ mod tests {
         ];
         let leaves: Vec<ChainHash> = inputs.iter().map(|d| leaf(d)).collect();
         let mut f = Frontier::new();
-        assert_eq!(hex::encode(f.root()), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            hex::encode(f.root()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         for (i, l) in leaves.iter().enumerate() {
             f.push(*l);
             assert_eq!(hex::encode(f.root()), roots[i], "root of the first {} leaves", i + 1);

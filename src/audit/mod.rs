@@ -5,12 +5,14 @@
 //! each event's `prev` is the previous event's `chain_hash`. Events are only ever
 //! appended by the store's writer, in the same transaction as the change they record.
 
-mod event;
 pub mod checkpoint;
+mod event;
 pub mod integrity;
 pub mod merkle;
+pub mod offline;
 pub mod verifier;
 
 pub use event::{
-    action_name, chain_hash, hash_hex, parse_hash, Action, AuditEvent, ChainHash, Outcome, PendingEvent, EVENT_PREFIX, GENESIS_PREV,
+    action_name, chain_hash, hash_hex, parse_hash, Action, AuditEvent, ChainHash, Outcome, PendingEvent, EVENT_PREFIX,
+    GENESIS_PREV,
 };

@@ -64,7 +64,9 @@ pub struct ChainVerifier {
 /// `audit-event/v1\n{"seq":<n>,"prev":"sha256:<64 hex>",...`. The chain hash covers the
 /// raw bytes, so nothing else needs parsing to check the chain.
 pub fn seq_and_prev(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let rest = bytes.strip_prefix(EVENT_PREFIX.as_bytes())?.strip_prefix(b"{\"seq\":")?;
+    let rest = bytes
+        .strip_prefix(EVENT_PREFIX.as_bytes())?
+        .strip_prefix(b"{\"seq\":")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || digits > 20 || (digits > 1 && rest[0] == b'0') {
         return None;
@@ -77,7 +79,13 @@ pub fn seq_and_prev(bytes: &[u8]) -> Option<(u64, &[u8])> {
 impl ChainVerifier {
     /// A verifier that trusts checkpoints signed by `public_key` for `origin`.
     pub fn new(store: Store, public_key: [u8; 32], origin: String, nv_index: u32) -> Self {
-        Self { store, public_key, origin, nv_index, state: Mutex::new(State::default()) }
+        Self {
+            store,
+            public_key,
+            origin,
+            nv_index,
+            state: Mutex::new(State::default()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -92,7 +100,11 @@ impl ChainVerifier {
     /// The verified prefix (None before the first event verified).
     pub fn verified(&self) -> VerifiedPrefix {
         let s = self.lock();
-        VerifiedPrefix { size: s.frontier.size(), head: s.last_hash, root: s.frontier.root() }
+        VerifiedPrefix {
+            size: s.frontier.size(),
+            head: s.last_hash,
+            root: s.frontier.root(),
+        }
     }
 
     /// The newest checkpoint that verified against the chain.
@@ -120,7 +132,11 @@ impl ChainVerifier {
         Ok(result)
     }
 
-    fn fail(state: &mut State, seq: Option<u64>, reason: String) -> Result<Result<VerifiedPrefix, VerifyFailure>, StoreError> {
+    fn fail(
+        state: &mut State,
+        seq: Option<u64>,
+        reason: String,
+    ) -> Result<Result<VerifiedPrefix, VerifyFailure>, StoreError> {
         let f = VerifyFailure { seq, reason };
         if state.failure.is_none() {
             state.failure = Some(f.clone());
@@ -140,12 +156,22 @@ impl ChainVerifier {
                 Ok(cp) if cp.counter == counter && cp.origin == self.origin && cp.nv_index == self.nv_index => {
                     checkpoints.push((counter, cp))
                 }
-                Ok(_) => return Self::fail(state, None, format!("checkpoint {counter} does not match its key, origin or TPM index")),
+                Ok(_) => {
+                    return Self::fail(
+                        state,
+                        None,
+                        format!("checkpoint {counter} does not match its key, origin or TPM index"),
+                    )
+                }
                 Err(e) => return Self::fail(state, None, format!("checkpoint {counter}: {e}")),
             }
         }
         if checkpoints.windows(2).any(|w| w[1].1.size < w[0].1.size) {
-            return Self::fail(state, None, "checkpoints shrink: the log was truncated and re-sealed".into());
+            return Self::fail(
+                state,
+                None,
+                "checkpoints shrink: the log was truncated and re-sealed".into(),
+            );
         }
         let (head_seq, head_hash) = txn.audit_head()?;
         let mut bad: Option<(Option<u64>, String)> = None;
@@ -156,21 +182,32 @@ impl ChainVerifier {
         // now; older ones were compared when their size was reached (or by a full sweep).
         for (counter, cp) in checkpoints.iter().filter(|(_, cp)| cp.size == start && start > 0) {
             if cp.root != state.frontier.root() || cp.chain_head != last {
-                return Self::fail(state, Some(start - 1), format!("events do not match signed checkpoint {counter}"));
+                return Self::fail(
+                    state,
+                    Some(start - 1),
+                    format!("events do not match signed checkpoint {counter}"),
+                );
             }
         }
         let mut cps = checkpoints.iter().filter(move |(_, cp)| cp.size > start).peekable();
         let frontier = &mut state.frontier;
         txn.for_each_event(next, |key, bytes| {
             if key != next {
-                bad = Some((Some(next), format!("event {next} is missing or out of order (found key {key})")));
+                bad = Some((
+                    Some(next),
+                    format!("event {next} is missing or out of order (found key {key})"),
+                ));
                 return false;
             }
             let Some((seq, prev)) = seq_and_prev(bytes) else {
                 bad = Some((Some(next), "event bytes are not a canonical audit event".into()));
                 return false;
             };
-            let want_prev = if next == 0 { GENESIS_PREV.to_owned() } else { hash_hex(&last) };
+            let want_prev = if next == 0 {
+                GENESIS_PREV.to_owned()
+            } else {
+                hash_hex(&last)
+            };
             if seq != next || prev != want_prev.as_bytes() {
                 bad = Some((Some(next), "seq or prev link does not match the previous event".into()));
                 return false;
@@ -184,7 +221,10 @@ impl ChainVerifier {
                     break;
                 }
                 if cp.root != frontier.root() || cp.chain_head != hash {
-                    bad = Some((Some(next - 1), format!("events do not match signed checkpoint {counter}")));
+                    bad = Some((
+                        Some(next - 1),
+                        format!("events do not match signed checkpoint {counter}"),
+                    ));
                     return false;
                 }
                 cps.next();
@@ -195,13 +235,24 @@ impl ChainVerifier {
             return Self::fail(state, seq, reason);
         }
         if let Some((counter, cp)) = cps.next() {
-            return Self::fail(state, Some(next), format!("checkpoint {counter} covers {} events but only {next} exist (truncated)", cp.size));
+            return Self::fail(
+                state,
+                Some(next),
+                format!(
+                    "checkpoint {counter} covers {} events but only {next} exist (truncated)",
+                    cp.size
+                ),
+            );
         }
         if next != head_seq || (next > 0 && last != head_hash) {
             return Self::fail(state, Some(next), "stored chain head does not match the events".into());
         }
         state.last_hash = last;
         state.latest_checkpoint = checkpoints.last().cloned();
-        Ok(Ok(VerifiedPrefix { size: next, head: last, root: state.frontier.root() }))
+        Ok(Ok(VerifiedPrefix {
+            size: next,
+            head: last,
+            root: state.frontier.root(),
+        }))
     }
 }

@@ -45,7 +45,10 @@ pub fn metrics() -> Result<Arc<Metrics>, CliError> {
 pub type CounterWorker = HsmWorker<dyn MonotonicCounter>;
 
 fn tpm_config(config: &Config) -> TpmConfig {
-    TpmConfig { tcti: config.tpm.tcti.clone(), nv_index: config.tpm.nv_index }
+    TpmConfig {
+        tcti: config.tpm.tcti.clone(),
+        nv_index: config.tpm.nv_index,
+    }
 }
 
 /// `init`: define the NV counter (refuses an index that exists). Returns its worker and
@@ -74,7 +77,9 @@ pub fn define_counter(config: &Config) -> Result<(CounterWorker, u64), CliError>
 pub fn open_counter(config: &Config) -> Result<Result<CounterWorker, String>, CliError> {
     let cfg = tpm_config(config);
     let tcti = cfg.tcti.clone();
-    match CounterWorker::spawn("tpm", move || TpmCounter::open(&cfg).map(|c| Box::new(c) as Box<dyn MonotonicCounter>)) {
+    match CounterWorker::spawn("tpm", move || {
+        TpmCounter::open(&cfg).map(|c| Box::new(c) as Box<dyn MonotonicCounter>)
+    }) {
         Ok(w) => Ok(Ok(w)),
         Err(e @ (HsmError::CounterMissing(_) | HsmError::CounterReplaced(_))) => Ok(Err(format!(
             "rollback/tamper: {e}; the TPM anchor of this data directory is gone"

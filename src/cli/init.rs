@@ -125,7 +125,6 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
         .map_err(|e| CliError::runtime(format!("runtime: {e}")))?
         .block_on(integrity.seal_genesis(counter))
         .map_err(|e| CliError::runtime(format!("cannot seal the genesis checkpoint: {e}")))
-
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), CliError> {

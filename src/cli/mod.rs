@@ -8,7 +8,7 @@ mod dev;
 mod init;
 mod serve;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -70,6 +70,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Embedded default: SoftHSM token, TLS certificate, config, init and serve.
     Dev {
         /// Working directory (created or reused).
@@ -78,6 +83,22 @@ enum Command {
         /// HTTPS port (metrics on port + 1).
         #[arg(long, default_value_t = 8443)]
         port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify an exported audit log offline (no trust in the server needed).
+    Verify {
+        /// NDJSON export (`GET /v1/admin/audit/export`).
+        #[arg(long)]
+        export: PathBuf,
+        /// Signed checkpoint (`GET /v1/admin/audit/checkpoint`).
+        #[arg(long, requires = "public_key")]
+        checkpoint: Option<PathBuf>,
+        /// Verifier key (`GET /v1/admin/audit/public-key`), obtained out of band.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
     },
 }
 
@@ -96,6 +117,14 @@ pub fn main() -> ExitCode {
         Command::Init { config } => init::run(&config),
         Command::Serve { config } => serve::run(&config),
         Command::Dev { dir, port } => dev::run(&dir, port),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    export,
+                    checkpoint,
+                    public_key,
+                },
+        } => audit_verify(&export, checkpoint.as_deref(), public_key.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -103,5 +132,34 @@ pub fn main() -> ExitCode {
             eprintln!("strongroom: {}", e.message);
             ExitCode::from(e.code)
         }
+    }
+}
+
+fn audit_verify(export: &Path, checkpoint: Option<&Path>, public_key: Option<&Path>) -> Result<(), CliError> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| CliError::config(format!("cannot read {}: {e}", p.display())))
+    };
+    let export_text = read(export)?;
+    let cp = match (checkpoint, public_key) {
+        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+        (None, _) => None,
+        (Some(_), None) => return Err(CliError::config("--checkpoint needs --public-key")),
+    };
+    match crate::audit::offline::verify_export(&export_text, cp.as_ref().map(|(c, k)| (c.as_str(), k.as_str()))) {
+        Ok(report) => {
+            println!("OK: {} events verified from seq 0", report.events);
+            if let Some(h) = report.head {
+                println!("head: {}", crate::audit::hash_hex(&h));
+            }
+            match report.checkpoint {
+                Some(cp) => println!(
+                    "checkpoint: signature valid, tree size {} root and chain head match, TPM counter {} ({:#010x})",
+                    cp.size, cp.counter, cp.nv_index
+                ),
+                None => println!("no checkpoint given: only the chain's internal consistency was checked"),
+            }
+            Ok(())
+        }
+        Err(f) => Err(CliError::runtime(format!("verification FAILED: {f}"))),
     }
 }

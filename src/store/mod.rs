@@ -40,6 +40,9 @@ pub enum StoreError {
     /// The batch's transaction failed to commit.
     #[error("write transaction failed: {0}")]
     Commit(String),
+    /// Another process holds the data directory.
+    #[error("the data directory is in use by another strongroom process")]
+    InUse,
     /// The writer thread has stopped.
     #[error("the store writer has stopped")]
     WriterGone,
@@ -80,6 +83,9 @@ pub struct Dbs {
 /// Handle to the store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// Exclusive lock on the data directory: one appliance process per directory (the
+    /// writer keeps the chain head in memory).
+    _lock: Arc<std::fs::File>,
     env: Arc<Environment>,
     dbs: Dbs,
     writer: writer::WriterHandle,
@@ -92,6 +98,12 @@ impl Store {
     /// Open (creating if needed) the LMDB environment under `dir` and start the writer.
     pub fn open(dir: &Path, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("strongroom.lock"))?;
+        lock.try_lock().map_err(|_| StoreError::InUse)?;
         let env = Environment::new()
             .set_max_dbs(16)
             .set_map_size(MAP_SIZE)
@@ -118,7 +130,12 @@ impl Store {
         let env = Arc::new(env);
         let head = read::audit_head(&env.begin_ro_txn()?, dbs.meta)?;
         let writer = writer::WriterHandle::start(env.clone(), dbs, head, metrics)?;
-        Ok(Self { env, dbs, writer })
+        Ok(Self {
+            _lock: Arc::new(lock),
+            env,
+            dbs,
+            writer,
+        })
     }
 
     /// Begin a read transaction (a consistent snapshot).

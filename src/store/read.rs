@@ -314,8 +314,14 @@ impl<'env> ReadTxn<'env> {
             if !k.starts_with(prefix) || to.is_some_and(|t| k >= t) {
                 break;
             }
-            let seq = k.len().checked_sub(8).map(|i| &k[i..]).ok_or(StoreError::Corrupt("audit index"))?;
-            out.push(u64::from_be_bytes(seq.try_into().map_err(|_| StoreError::Corrupt("audit index"))?));
+            let seq = k
+                .len()
+                .checked_sub(8)
+                .map(|i| &k[i..])
+                .ok_or(StoreError::Corrupt("audit index"))?;
+            out.push(u64::from_be_bytes(
+                seq.try_into().map_err(|_| StoreError::Corrupt("audit index"))?,
+            ));
         }
         drop(cursor);
         Ok(out)
@@ -340,7 +346,11 @@ impl<'env> ReadTxn<'env> {
             }
             let has_more = events.len() > f.limit;
             events.truncate(f.limit);
-            return Ok(AuditPage { events, total, has_more });
+            return Ok(AuditPage {
+                events,
+                total,
+                has_more,
+            });
         }
         let mut seqs = if let Some(t) = &f.tenant {
             let p = layout::audit_tenant_prefix(t.as_str());
@@ -357,16 +367,29 @@ impl<'env> ReadTxn<'env> {
         };
         seqs.sort_unstable();
         seqs.dedup();
-        let mut page = AuditPage { events: Vec::new(), total: 0, has_more: false };
+        let mut page = AuditPage {
+            events: Vec::new(),
+            total: 0,
+            has_more: false,
+        };
         for seq in seqs {
-            let Some(bytes) = get(&self.txn, self.dbs.audit, &layout::audit_key(seq))? else { continue };
+            let Some(bytes) = get(&self.txn, self.dbs.audit, &layout::audit_key(seq))? else {
+                continue;
+            };
             // An event that does not parse cannot be attributed; the verifier flags it.
-            let Some(e) = AuditEvent::from_bytes(bytes) else { continue };
+            let Some(e) = AuditEvent::from_bytes(bytes) else {
+                continue;
+            };
             let ts = time::OffsetDateTime::parse(&e.ts, &time::format_description::well_known::Rfc3339)
                 .map(|t| u64::try_from(t.unix_timestamp()).unwrap_or(0))
                 .unwrap_or(0);
-            let keep = f.tenant.as_ref().is_none_or(|t| e.tenant_id.as_deref() == Some(t.as_str()))
-                && f.action.as_deref().is_none_or(|a| crate::audit::action_name(e.action) == a)
+            let keep = f
+                .tenant
+                .as_ref()
+                .is_none_or(|t| e.tenant_id.as_deref() == Some(t.as_str()))
+                && f.action
+                    .as_deref()
+                    .is_none_or(|a| crate::audit::action_name(e.action) == a)
                 && f.actor.as_deref().is_none_or(|a| e.actor == a)
                 && f.resource.as_deref().is_none_or(|r| e.resource == r)
                 && f.start.is_none_or(|s| ts >= s)

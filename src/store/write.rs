@@ -91,7 +91,12 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
     /// Store a signed checkpoint under its TPM counter value (never overwritten).
     pub fn put_checkpoint(&mut self, _scope: &OperatorScope, counter: u64, note: &str) -> Result<(), ChangeError> {
         self.txn
-            .put(self.dbs.checkpoints, &layout::checkpoint_key(counter), &note.as_bytes(), WriteFlags::NO_OVERWRITE)
+            .put(
+                self.dbs.checkpoints,
+                &layout::checkpoint_key(counter),
+                &note.as_bytes(),
+                WriteFlags::NO_OVERWRITE,
+            )
             .map_err(|e| match e {
                 lmdb::Error::KeyExist => ChangeError::Conflict(format!("checkpoint for counter {counter} exists")),
                 e => e.into(),

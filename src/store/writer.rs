@@ -264,11 +264,22 @@ impl Writer {
     }
 
     /// Append the event and its index entries (time, action, tenant).
-    fn put_event(&self, txn: &mut RwTransaction<'_>, e: &AuditEvent, unix_secs: i64, bytes: &[u8]) -> Result<(), StoreError> {
+    fn put_event(
+        &self,
+        txn: &mut RwTransaction<'_>,
+        e: &AuditEvent,
+        unix_secs: i64,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
         let none: &[u8] = &[];
         txn.put(self.dbs.audit, &layout::audit_key(e.seq), &bytes, WriteFlags::APPEND)?;
         let secs = u64::try_from(unix_secs).unwrap_or(0);
-        txn.put(self.dbs.audit_by_time, &layout::audit_time_key(secs, e.seq), &none, WriteFlags::empty())?;
+        txn.put(
+            self.dbs.audit_by_time,
+            &layout::audit_time_key(secs, e.seq),
+            &none,
+            WriteFlags::empty(),
+        )?;
         let mut k = layout::audit_action_prefix(action_name(e.action));
         k.extend_from_slice(&e.seq.to_be_bytes());
         txn.put(self.dbs.audit_by_action, &k, &none, WriteFlags::empty())?;

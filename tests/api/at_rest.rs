@@ -30,13 +30,17 @@ async fn record_data_is_not_stored_in_the_clear() {
     let record_id = format!("rid-{}", random_hex(8));
     let entity = format!("ent-{}", random_hex(8));
     let data = json!({ "secret": canary, key_canary.clone(): "value", "n": [canary.clone(), canary.clone()] });
-    s.write_records(&token, &entity, json!([{ "id": record_id, "data": data }])).await;
+    s.write_records(&token, &entity, json!([{ "id": record_id, "data": data }]))
+        .await;
     // A second, larger record, so the data spans more than one small value.
     let big = format!("{canary}{}", "x".repeat(10_000));
-    s.write_records(&token, &entity, json!([{ "id": "big", "data": { "blob": big } }])).await;
+    s.write_records(&token, &entity, json!([{ "id": "big", "data": { "blob": big } }]))
+        .await;
 
     // The canary is really there through the API (so the scan below can fail).
-    let r = s.get(&format!("/v1/entities/{entity}/records/{record_id}"), Some(&token)).await;
+    let r = s
+        .get(&format!("/v1/entities/{entity}/records/{record_id}"), Some(&token))
+        .await;
     r.expect(200);
     assert!(r.text.contains(&canary), "the API returns the data: {}", r.text);
     assert!(r.text.contains(&key_canary));
@@ -48,7 +52,10 @@ async fn record_data_is_not_stored_in_the_clear() {
 
     let data_dir = s.data_dir().to_path_buf();
     let files = files_under(&data_dir);
-    assert!(files.iter().any(|f| f.ends_with("data.mdb")), "LMDB data file present: {files:?}");
+    assert!(
+        files.iter().any(|f| f.ends_with("data.mdb")),
+        "LMDB data file present: {files:?}"
+    );
     // The scan reads real content: ids are stored in the clear as keys, so they are found.
     assert!(
         !files_containing(&[&data_dir], record_id.as_bytes()).is_empty(),
@@ -69,5 +76,8 @@ async fn record_data_is_not_stored_in_the_clear() {
     let hits = files_containing(&[&data_dir], token.as_bytes());
     assert!(hits.is_empty(), "a bearer token is stored in the clear in {hits:?}");
     let hits = files_containing(&[&data_dir], s.operator().as_bytes());
-    assert!(hits.is_empty(), "the bootstrap token is stored in the clear in {hits:?}");
+    assert!(
+        hits.is_empty(),
+        "the bootstrap token is stored in the clear in {hits:?}"
+    );
 }

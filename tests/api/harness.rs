@@ -59,7 +59,11 @@ impl Resp {
         assert!(!message.is_empty(), "empty error message: {}", self.text);
         let rid = err["request_id"].as_str().unwrap_or_default();
         assert!(!rid.is_empty(), "empty request_id: {}", self.text);
-        assert_eq!(Some(rid), self.request_id.as_deref(), "body request_id != x-request-id header");
+        assert_eq!(
+            Some(rid),
+            self.request_id.as_deref(),
+            "body request_id != x-request-id header"
+        );
         assert_eq!(
             err.as_object().map(|o| o.len()),
             Some(3),
@@ -124,12 +128,15 @@ fn tls_files(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name.push(DnType::CommonName, "strongroom test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_key = KeyPair::generate().expect("CA key");
     let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
 
-    let mut leaf =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
     leaf.distinguished_name.push(DnType::CommonName, "localhost");
     leaf.is_ca = IsCa::ExplicitNoCa;
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -172,7 +179,10 @@ impl TestServer {
 
     /// Like [`TestServer::start`], with extra environment variables for `serve`.
     pub fn start_with_env(env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::Builder::new().prefix("strongroom-api-test-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("strongroom-api-test-")
+            .tempdir()
+            .expect("temp dir");
         let hsm = SoftHsm::new("strongroom").expect("SoftHSM token (is softhsm2 installed?)");
         let tpm = Swtpm::start().expect("swtpm (is swtpm installed?)");
         let (cert, key, ca_pem) = tls_files(dir.path());
@@ -213,7 +223,10 @@ impl TestServer {
             dir,
         };
         server.init();
-        server.operator_token = std::fs::read_to_string(&token_file).expect("bootstrap token file").trim().to_owned();
+        server.operator_token = std::fs::read_to_string(&token_file)
+            .expect("bootstrap token file")
+            .trim()
+            .to_owned();
         assert!(!server.operator_token.is_empty(), "empty bootstrap token");
         server.spawn_serve();
         server
@@ -222,12 +235,20 @@ impl TestServer {
     fn command(&self, verb: &str) -> Command {
         let mut cmd = Command::new(BIN);
         clear_strongroom_env(&mut cmd);
-        cmd.arg(verb).arg("--config").arg(&self.config_path).env("SOFTHSM2_CONF", self.hsm.conf_path());
+        cmd.arg(verb)
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("SOFTHSM2_CONF", self.hsm.conf_path())
+            .env("NO_COLOR", "1");
         cmd
     }
 
     fn init(&self) {
-        let out = self.command("init").stdin(Stdio::null()).output().expect("run strongroom init");
+        let out = self
+            .command("init")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run strongroom init");
         assert!(
             out.status.success(),
             "strongroom init failed ({}):\nstdout: {}\nstderr: {}",
@@ -239,7 +260,11 @@ impl TestServer {
 
     fn spawn_serve(&mut self) {
         assert!(self.child.is_none(), "server already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("server log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("server log file");
         let mut cmd = self.command("serve");
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
@@ -346,14 +371,22 @@ impl TestServer {
     /// SIGTERM the server, wait for it and assert a clean exit (status 0).
     pub fn stop(&mut self) {
         let status = self.terminate();
-        assert!(status.success(), "serve exited with {status} after SIGTERM; stderr:\n{}", self.server_log());
+        assert!(
+            status.success(),
+            "serve exited with {status} after SIGTERM; stderr:\n{}",
+            self.server_log()
+        );
     }
 
     fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("server is not running");
         // Drop pooled keep-alive connections so the graceful shutdown has nothing to wait for.
         self.client = reqwest::Client::new();
-        let kill = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("run kill");
+        let kill = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
         assert!(kill.success(), "kill -TERM failed");
         let deadline = Instant::now() + STOP_TIMEOUT;
         let status = loop {
@@ -363,7 +396,10 @@ impl TestServer {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("serve did not stop within {STOP_TIMEOUT:?} of SIGTERM; stderr:\n{}", self.server_log());
+                panic!(
+                    "serve did not stop within {STOP_TIMEOUT:?} of SIGTERM; stderr:\n{}",
+                    self.server_log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -401,7 +437,10 @@ impl TestServer {
 
     /// Send a request and read the whole answer.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
-        let resp = req.send().await.unwrap_or_else(|e| panic!("request failed: {e:?}; stderr:\n{}", self.server_log()));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request failed: {e:?}; stderr:\n{}", self.server_log()));
         read_resp(resp).await
     }
 
@@ -414,28 +453,37 @@ impl TestServer {
 
     /// GET.
     pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
-        self.send(Self::with_token(self.client.get(self.url(path)), token)).await
+        self.send(Self::with_token(self.client.get(self.url(path)), token))
+            .await
     }
 
     /// POST a JSON body.
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Resp {
-        self.send(Self::with_token(self.client.post(self.url(path)).json(body), token)).await
+        self.send(Self::with_token(self.client.post(self.url(path)).json(body), token))
+            .await
     }
 
     /// POST raw bytes as `application/json`.
     pub async fn post_raw(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> Resp {
-        let req = self.client.post(self.url(path)).header("content-type", "application/json").body(body);
+        let req = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
         self.send(Self::with_token(req, token)).await
     }
 
     /// DELETE.
     pub async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
-        self.send(Self::with_token(self.client.delete(self.url(path)), token)).await
+        self.send(Self::with_token(self.client.delete(self.url(path)), token))
+            .await
     }
 
     /// Create a tenant with the operator token (asserts 201).
     pub async fn create_tenant(&self, id: &str) {
-        let r = self.post("/v1/admin/tenants", Some(self.operator()), &json!({ "tenant_id": id })).await;
+        let r = self
+            .post("/v1/admin/tenants", Some(self.operator()), &json!({ "tenant_id": id }))
+            .await;
         r.expect(201);
         assert_eq!(r.json["tenant_id"], id);
     }
@@ -458,7 +506,13 @@ impl TestServer {
 
     /// Write a batch of records (asserts 201) and return the ids.
     pub async fn write_records(&self, token: &str, entity: &str, records: Value) -> Vec<String> {
-        let r = self.post(&format!("/v1/entities/{entity}/records"), Some(token), &json!({ "records": records })).await;
+        let r = self
+            .post(
+                &format!("/v1/entities/{entity}/records"),
+                Some(token),
+                &json!({ "records": records }),
+            )
+            .await;
         r.expect(201);
         r.json["ids"]
             .as_array()
@@ -485,7 +539,11 @@ impl TestServer {
             let r = self.get(&path, Some(token)).await;
             r.expect(200);
             let page = r.json["records"].as_array().expect("records array");
-            assert!(page.len() <= limit, "page of {} records exceeds limit {limit}", page.len());
+            assert!(
+                page.len() <= limit,
+                "page of {} records exceeds limit {limit}",
+                page.len()
+            );
             out.extend(page.iter().cloned());
             match &r.json["next_cursor"] {
                 Value::Null => return out,
@@ -511,7 +569,10 @@ impl TestServer {
 
     /// The events recorded for one request id.
     pub fn events_for(&self, request_id: &str) -> Vec<StoredEvent> {
-        self.audit_events().into_iter().filter(|e| e.event.request_id == request_id).collect()
+        self.audit_events()
+            .into_iter()
+            .filter(|e| e.event.request_id == request_id)
+            .collect()
     }
 
     /// Assert exactly one event for the request, with this action and outcome; return it.
@@ -519,10 +580,24 @@ impl TestServer {
     pub fn expect_event(&self, resp: &Resp, action: &str, outcome: &str) -> StoredEvent {
         let rid = resp.rid();
         let events = self.events_for(&rid);
-        assert_eq!(events.len(), 1, "expected exactly one audit event for {rid}, got {events:#?}");
+        assert_eq!(
+            events.len(),
+            1,
+            "expected exactly one audit event for {rid}, got {events:#?}"
+        );
         let e = events.into_iter().next().expect("one event");
-        assert_eq!(e.action(), action, "action of {rid}: {}", String::from_utf8_lossy(&e.bytes));
-        assert_eq!(e.outcome(), outcome, "outcome of {rid}: {}", String::from_utf8_lossy(&e.bytes));
+        assert_eq!(
+            e.action(),
+            action,
+            "action of {rid}: {}",
+            String::from_utf8_lossy(&e.bytes)
+        );
+        assert_eq!(
+            e.outcome(),
+            outcome,
+            "outcome of {rid}: {}",
+            String::from_utf8_lossy(&e.bytes)
+        );
         e
     }
 }
@@ -536,10 +611,19 @@ fn parse_ready_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 
 async fn read_resp(resp: reqwest::Response) -> Resp {
     let status = resp.status().as_u16();
-    let request_id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let text = resp.text().await.expect("read response body");
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp { status, json, text, request_id }
+    Resp {
+        status,
+        json,
+        text,
+        request_id,
+    }
 }
 
 impl Drop for TestServer {
@@ -587,12 +671,19 @@ pub fn read_audit_log(data_dir: &Path) -> (Vec<StoredEvent>, Vec<u8>) {
         for item in cursor.iter_start() {
             let (key, value) = item.expect("audit item");
             let event = AuditEvent::from_bytes(value).unwrap_or_else(|| {
-                panic!("audit event does not parse canonically: {}", String::from_utf8_lossy(value))
+                panic!(
+                    "audit event does not parse canonically: {}",
+                    String::from_utf8_lossy(value)
+                )
             });
             assert_eq!(key, event.seq.to_be_bytes(), "audit key is the big-endian seq");
             let json: Value =
                 serde_json::from_slice(&value[strongroom::audit::EVENT_PREFIX.len()..]).expect("event JSON");
-            out.push(StoredEvent { bytes: value.to_vec(), event, json });
+            out.push(StoredEvent {
+                bytes: value.to_vec(),
+                event,
+                json,
+            });
         }
     }
     let head = txn.get(meta, b"audit_head").expect("audit head").to_vec();
@@ -634,7 +725,9 @@ pub struct RawStore {
 impl RawStore {
     /// Open the environment read-write.
     pub fn open(data_dir: &Path) -> Self {
-        Self { env: open_env(data_dir, false) }
+        Self {
+            env: open_env(data_dir, false),
+        }
     }
 
     /// A value of a named database.

@@ -9,7 +9,9 @@ use time::OffsetDateTime;
 use crate::harness::TestServer;
 
 fn nanos(ts: &str) -> i128 {
-    OffsetDateTime::parse(ts, &Rfc3339).unwrap_or_else(|e| panic!("bad timestamp {ts}: {e}")).unix_timestamp_nanos()
+    OffsetDateTime::parse(ts, &Rfc3339)
+        .unwrap_or_else(|e| panic!("bad timestamp {ts}: {e}"))
+        .unix_timestamp_nanos()
 }
 
 /// What a record should read back as.
@@ -30,18 +32,33 @@ fn check_record(got: &Value, want: &Expected, entity: &str) {
     assert_eq!(got["data"], want.data, "data of {}: {got}", want.id);
     let ts = got["timestamp"].as_str().expect("timestamp string");
     assert!(ts.ends_with('Z'), "timestamps are rendered in UTC: {ts}");
-    assert_eq!(nanos(ts), nanos(&want.ts), "timestamp of {}: {ts} vs {}", want.id, want.ts);
-    assert_eq!(got.as_object().map(|o| o.len()), Some(4), "record has exactly id, entity_id, timestamp, data: {got}");
+    assert_eq!(
+        nanos(ts),
+        nanos(&want.ts),
+        "timestamp of {}: {ts} vs {}",
+        want.id,
+        want.ts
+    );
+    assert_eq!(
+        got.as_object().map(|o| o.len()),
+        Some(4),
+        "record has exactly id, entity_id, timestamp, data: {got}"
+    );
 }
 
 fn ids(records: &[Value]) -> Vec<String> {
-    records.iter().map(|r| r["id"].as_str().expect("id").to_owned()).collect()
+    records
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect()
 }
 
 async fn check_all(s: &TestServer, token: &str, entity: &str, expected: &[Expected]) {
     // Each record by id.
     for want in expected {
-        let r = s.get(&format!("/v1/entities/{entity}/records/{}", want.id), Some(token)).await;
+        let r = s
+            .get(&format!("/v1/entities/{entity}/records/{}", want.id), Some(token))
+            .await;
         r.expect(200);
         check_record(&r.json, want, entity);
     }
@@ -53,15 +70,27 @@ async fn check_all(s: &TestServer, token: &str, entity: &str, expected: &[Expect
     // Whole listing in one page (default limit 100), and paged by every small limit.
     let one = s.get(&format!("/v1/entities/{entity}/records"), Some(token)).await;
     one.expect(200);
-    assert_eq!(one.json["next_cursor"], Value::Null, "everything fits in the default page");
+    assert_eq!(
+        one.json["next_cursor"],
+        Value::Null,
+        "everything fits in the default page"
+    );
     let all = one.json["records"].as_array().expect("records").clone();
-    assert_eq!(ids(&all), sorted.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), "ascending by (timestamp, id)");
+    assert_eq!(
+        ids(&all),
+        sorted.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        "ascending by (timestamp, id)"
+    );
     for r in &all {
         check_record(r, by_id[r["id"].as_str().expect("id")], entity);
     }
     for limit in [1, 2, 3, 5] {
         let paged = s.list_all(token, entity, "", limit).await;
-        assert_eq!(ids(&paged), ids(&all), "paging with limit={limit} gives the same sequence");
+        assert_eq!(
+            ids(&paged),
+            ids(&all),
+            "paging with limit={limit} gives the same sequence"
+        );
     }
 
     // start inclusive, end exclusive, exactly at record timestamps.
@@ -73,29 +102,57 @@ async fn check_all(s: &TestServer, token: &str, entity: &str, expected: &[Expect
         .map(|e| e.id.clone())
         .collect();
     assert!(window.len() >= 4, "the window holds several records: {window:?}");
-    assert!(window.contains(&"t2".to_owned()) && !window.contains(&"t7".to_owned()), "{window:?}");
+    assert!(
+        window.contains(&"t2".to_owned()) && !window.contains(&"t7".to_owned()),
+        "{window:?}"
+    );
     for limit in [1, 2, 100] {
         let q = format!("start={start}&end={end}");
         let got = s.list_all(token, entity, &q, limit).await;
         assert_eq!(ids(&got), window, "start/end window with limit={limit}");
     }
     // Only `start`, only `end`, and an empty window.
-    let after: Vec<String> =
-        sorted.iter().filter(|e| nanos(&e.ts) >= nanos(end)).map(|e| e.id.clone()).collect();
+    let after: Vec<String> = sorted
+        .iter()
+        .filter(|e| nanos(&e.ts) >= nanos(end))
+        .map(|e| e.id.clone())
+        .collect();
     assert_eq!(ids(&s.list_all(token, entity, &format!("start={end}"), 2).await), after);
-    let before: Vec<String> =
-        sorted.iter().filter(|e| nanos(&e.ts) < nanos(start)).map(|e| e.id.clone()).collect();
-    assert_eq!(ids(&s.list_all(token, entity, &format!("end={start}"), 2).await), before);
-    assert!(s.list_all(token, entity, &format!("start={start}&end={start}"), 10).await.is_empty());
+    let before: Vec<String> = sorted
+        .iter()
+        .filter(|e| nanos(&e.ts) < nanos(start))
+        .map(|e| e.id.clone())
+        .collect();
+    assert_eq!(
+        ids(&s.list_all(token, entity, &format!("end={start}"), 2).await),
+        before
+    );
+    assert!(s
+        .list_all(token, entity, &format!("start={start}&end={start}"), 10)
+        .await
+        .is_empty());
 
     // The cursor continues exactly after the last record of the previous page.
-    let first = s.get(&format!("/v1/entities/{entity}/records?limit=3"), Some(token)).await;
+    let first = s
+        .get(&format!("/v1/entities/{entity}/records?limit=3"), Some(token))
+        .await;
     first.expect(200);
     assert_eq!(ids(first.json["records"].as_array().expect("records")), ids(&all[..3]));
-    let cursor = first.json["next_cursor"].as_str().expect("a cursor after a full page").to_owned();
-    let second = s.get(&format!("/v1/entities/{entity}/records?limit=3&cursor={cursor}"), Some(token)).await;
+    let cursor = first.json["next_cursor"]
+        .as_str()
+        .expect("a cursor after a full page")
+        .to_owned();
+    let second = s
+        .get(
+            &format!("/v1/entities/{entity}/records?limit=3&cursor={cursor}"),
+            Some(token),
+        )
+        .await;
     second.expect(200);
-    assert_eq!(ids(second.json["records"].as_array().expect("records")), ids(&all[3..6]));
+    assert_eq!(
+        ids(second.json["records"].as_array().expect("records")),
+        ids(&all[3..6])
+    );
 }
 
 #[tokio::test]
@@ -129,7 +186,13 @@ async fn round_trip_batch_get_list_paging_and_restart() {
     ]);
     let ids2 = s.write_records(&token, entity, batch2.clone()).await;
 
-    let inputs: Vec<Value> = batch1.as_array().into_iter().chain(batch2.as_array()).flatten().cloned().collect();
+    let inputs: Vec<Value> = batch1
+        .as_array()
+        .into_iter()
+        .chain(batch2.as_array())
+        .flatten()
+        .cloned()
+        .collect();
     let all_ids: Vec<String> = ids1.iter().chain(&ids2).cloned().collect();
     assert_eq!(all_ids.len(), inputs.len(), "one id per record, in order");
     let unique: std::collections::BTreeSet<&String> = all_ids.iter().collect();
@@ -144,7 +207,9 @@ async fn round_trip_batch_get_list_paging_and_restart() {
         let ts = match input["timestamp"].as_str() {
             Some(t) => t.to_owned(),
             None => {
-                let r = s.get(&format!("/v1/entities/{entity}/records/{id}"), Some(&token)).await;
+                let r = s
+                    .get(&format!("/v1/entities/{entity}/records/{id}"), Some(&token))
+                    .await;
                 r.expect(200);
                 let t = r.json["timestamp"].as_str().expect("timestamp").to_owned();
                 assert!(
@@ -154,17 +219,30 @@ async fn round_trip_batch_get_list_paging_and_restart() {
                 t
             }
         };
-        expected.push(Expected { id: id.clone(), ts, data: input["data"].clone() });
+        expected.push(Expected {
+            id: id.clone(),
+            ts,
+            data: input["data"].clone(),
+        });
     }
 
     check_all(&s, &token, entity, &expected).await;
 
     // Another entity of the same tenant is a separate listing.
-    let other = s.write_records(&token, "vehicle-0043", json!([{"id": "t2", "data": {"other": true}}])).await;
-    assert_eq!(other, vec!["t2".to_owned()], "the same record id may exist in another entity");
+    let other = s
+        .write_records(&token, "vehicle-0043", json!([{"id": "t2", "data": {"other": true}}]))
+        .await;
+    assert_eq!(
+        other,
+        vec!["t2".to_owned()],
+        "the same record id may exist in another entity"
+    );
     let r = s.get("/v1/entities/vehicle-0043/records", Some(&token)).await;
     r.expect(200);
-    assert_eq!(ids(r.json["records"].as_array().expect("records")), vec!["t2".to_owned()]);
+    assert_eq!(
+        ids(r.json["records"].as_array().expect("records")),
+        vec!["t2".to_owned()]
+    );
     assert_eq!(r.json["records"][0]["data"], json!({"other": true}));
 
     // Everything survives a restart on the same data dir, HSM token and TPM.

@@ -8,14 +8,19 @@ use strongroom::store::layout;
 use crate::harness::{RawStore, Resp, TestServer};
 
 fn prefix(tenant: &str, entity: &str) -> Vec<u8> {
-    layout::entity_prefix(&TenantId::parse(tenant).expect("tenant"), &EntityId::parse(entity).expect("entity"))
+    layout::entity_prefix(
+        &TenantId::parse(tenant).expect("tenant"),
+        &EntityId::parse(entity).expect("entity"),
+    )
 }
 
 /// The `records` key of a record (found through `record_index`).
 fn record_key(raw: &RawStore, tenant: &str, entity: &str, record: &str) -> Vec<u8> {
     let p = prefix(tenant, entity);
     let id = RecordId::parse(record).expect("record id");
-    let ts = raw.get("record_index", &layout::record_index_key(&p, &id)).expect("record index entry");
+    let ts = raw
+        .get("record_index", &layout::record_index_key(&p, &id))
+        .expect("record index entry");
     let ts = u64::from_be_bytes(ts.as_slice().try_into().expect("8-byte timestamp"));
     let key = layout::record_key(&p, ts, &id);
     assert!(raw.get("records", &key).is_some(), "record {record} found at its key");
@@ -24,7 +29,10 @@ fn record_key(raw: &RawStore, tenant: &str, entity: &str, record: &str) -> Vec<u
 
 /// A stored DEK with its generation id (bytes 1..17) replaced by `id_from`'s.
 fn with_dek_id(wrapped: &[u8], id_from: &[u8]) -> Vec<u8> {
-    assert!(wrapped.len() > 21 && id_from.len() > 21 && wrapped[0] == 1 && id_from[0] == 1, "stored DEK format v1");
+    assert!(
+        wrapped.len() > 21 && id_from.len() > 21 && wrapped[0] == 1 && id_from[0] == 1,
+        "stored DEK format v1"
+    );
     let mut out = wrapped.to_vec();
     out[1..17].copy_from_slice(&id_from[1..17]);
     out
@@ -32,7 +40,12 @@ fn with_dek_id(wrapped: &[u8], id_from: &[u8]) -> Vec<u8> {
 
 #[track_caller]
 fn assert_unreadable(r: &Resp, leaked: &[&str]) {
-    assert!((500..600).contains(&r.status), "tampered data must not read: {} {}", r.status, r.text);
+    assert!(
+        (500..600).contains(&r.status),
+        "tampered data must not read: {} {}",
+        r.status,
+        r.text
+    );
     for l in leaked {
         assert!(!r.text.contains(l), "response leaks {l}: {}", r.text);
     }
@@ -52,13 +65,20 @@ async fn records_and_deks_moved_in_lmdb_fail_to_decrypt() {
         {"id": "r3", "timestamp": "2025-03-01T00:00:03Z", "data": {"v": "value-three"}},
     ]);
     s.write_records(&t, "e-rec", recs).await;
-    s.write_records(&t, "e-src", json!([{"id": "s1", "data": {"v": "value-src"}}])).await;
-    s.write_records(&t, "e-dst", json!([{"id": "d1", "data": {"v": "value-dst"}}])).await;
-    s.write_records(&t, "e-dst2", json!([{"id": "d2", "data": {"v": "value-dst2"}}])).await;
-    s.write_records(&t, "e-dst3", json!([{"id": "d3", "data": {"v": "value-dst3"}}])).await;
-    s.write_records(&o, "e-x", json!([{"id": "x1", "data": {"v": "value-x"}}])).await;
+    s.write_records(&t, "e-src", json!([{"id": "s1", "data": {"v": "value-src"}}]))
+        .await;
+    s.write_records(&t, "e-dst", json!([{"id": "d1", "data": {"v": "value-dst"}}]))
+        .await;
+    s.write_records(&t, "e-dst2", json!([{"id": "d2", "data": {"v": "value-dst2"}}]))
+        .await;
+    s.write_records(&t, "e-dst3", json!([{"id": "d3", "data": {"v": "value-dst3"}}]))
+        .await;
+    s.write_records(&o, "e-x", json!([{"id": "x1", "data": {"v": "value-x"}}]))
+        .await;
     for (entity, id) in [("e-rec", "r2"), ("e-dst", "d1"), ("e-dst2", "d2"), ("e-dst3", "d3")] {
-        s.get(&format!("/v1/entities/{entity}/records/{id}"), Some(&t)).await.expect(200);
+        s.get(&format!("/v1/entities/{entity}/records/{id}"), Some(&t))
+            .await
+            .expect(200);
     }
 
     s.stop();
@@ -95,7 +115,10 @@ async fn records_and_deks_moved_in_lmdb_fail_to_decrypt() {
     let e = s.events_for(&r.rid());
     assert_eq!(e.len(), 1, "one audit event: {e:#?}");
     assert_ne!(e[0].outcome(), "allowed");
-    assert_unreadable(&s.get("/v1/entities/e-rec/records", Some(&t)).await, &["value-one", "value-two"]);
+    assert_unreadable(
+        &s.get("/v1/entities/e-rec/records", Some(&t)).await,
+        &["value-one", "value-two"],
+    );
     // Untouched neighbours still read.
     let r = s.get("/v1/entities/e-rec/records/r1", Some(&t)).await;
     r.expect(200);
@@ -112,10 +135,24 @@ async fn records_and_deks_moved_in_lmdb_fail_to_decrypt() {
         let e = s.events_for(&r.rid());
         assert_eq!(e.len(), 1, "one audit event: {e:#?}");
         assert_ne!(e[0].outcome(), "allowed");
-        assert_unreadable(&s.get(&format!("/v1/entities/{entity}/records"), Some(&t)).await, &leaks);
+        assert_unreadable(
+            &s.get(&format!("/v1/entities/{entity}/records"), Some(&t)).await,
+            &leaks,
+        );
         // Nor can new data be written under the foreign key.
-        let w = s.post(&format!("/v1/entities/{entity}/records"), Some(&t), &json!({"records": [{"data": {}}]})).await;
-        assert!((500..600).contains(&w.status), "write under a moved DEK: {} {}", w.status, w.text);
+        let w = s
+            .post(
+                &format!("/v1/entities/{entity}/records"),
+                Some(&t),
+                &json!({"records": [{"data": {}}]}),
+            )
+            .await;
+        assert!(
+            (500..600).contains(&w.status),
+            "write under a moved DEK: {} {}",
+            w.status,
+            w.text
+        );
     }
 
     // The source entities are intact.

@@ -15,7 +15,12 @@ async fn tenants_cannot_see_or_touch_each_others_records() {
     let b = s.tenant_token("tenant-b", &["records:read", "records:write"]).await;
 
     let b_data = json!({"owner": "b", "zq-b-only-field": "zq-b-only-value"});
-    s.write_records(&b, "shared-e", json!([{"id": "r1", "timestamp": "2025-02-01T00:00:00Z", "data": b_data}])).await;
+    s.write_records(
+        &b,
+        "shared-e",
+        json!([{"id": "r1", "timestamp": "2025-02-01T00:00:00Z", "data": b_data}]),
+    )
+    .await;
     let b_record = s.get("/v1/entities/shared-e/records/r1", Some(&b)).await;
     b_record.expect(200);
     let b_list_before = s.get("/v1/entities/shared-e/records", Some(&b)).await;
@@ -41,22 +46,42 @@ async fn tenants_cannot_see_or_touch_each_others_records() {
     assert_eq!(r.json, json!({"records": [], "next_cursor": null}));
     let e = s.expect_event(&r, "access_denied", "denied");
     assert_eq!(e.event.tenant_id.as_deref(), Some("tenant-a"));
-    let r = s.get("/v1/entities/shared-e/records?start=2025-01-01T00:00:00Z&limit=1000", Some(&a)).await;
+    let r = s
+        .get(
+            "/v1/entities/shared-e/records?start=2025-01-01T00:00:00Z&limit=1000",
+            Some(&a),
+        )
+        .await;
     r.expect(200);
     assert_eq!(r.json, json!({"records": [], "next_cursor": null}));
 
     // A writing to the same entity id creates A's own entity, even with the same record id.
     let a_data = json!({"owner": "a"});
-    let ids = s.write_records(&a, "shared-e", json!([{"id": "r1", "data": a_data}, {"id": "r2", "data": {"x": 1}}])).await;
+    let ids = s
+        .write_records(
+            &a,
+            "shared-e",
+            json!([{"id": "r1", "data": a_data}, {"id": "r2", "data": {"x": 1}}]),
+        )
+        .await;
     assert_eq!(ids, vec!["r1".to_owned(), "r2".to_owned()]);
     let r = s.get("/v1/entities/shared-e/records/r1", Some(&a)).await;
     r.expect(200);
     assert_eq!(r.json["data"], a_data);
     let a_list = s.get("/v1/entities/shared-e/records", Some(&a)).await;
     a_list.expect(200);
-    let a_ids: Vec<&str> = a_list.json["records"].as_array().expect("records").iter().filter_map(|r| r["id"].as_str()).collect();
+    let a_ids: Vec<&str> = a_list.json["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
     assert_eq!(a_ids, vec!["r1", "r2"], "A sees only its own records");
-    assert!(!a_list.text.contains("zq-b-only"), "A's listing leaks B's data: {}", a_list.text);
+    assert!(
+        !a_list.text.contains("zq-b-only"),
+        "A's listing leaks B's data: {}",
+        a_list.text
+    );
 
     // B's data is unchanged, and B does not see A's records.
     let r = s.get("/v1/entities/shared-e/records/r1", Some(&b)).await;
@@ -75,8 +100,18 @@ async fn tenants_cannot_see_or_touch_each_others_records() {
     let denied = [
         s.get("/v1/entities/shared-e/records/r1", Some(&op)).await,
         s.get("/v1/entities/shared-e/records", Some(&op)).await,
-        s.post("/v1/entities/shared-e/records", Some(&op), &json!({"records": [{"data": {"op": true}}]})).await,
-        s.post("/v1/entities/op-new/records", Some(&op), &json!({"records": [{"data": {"op": true}}]})).await,
+        s.post(
+            "/v1/entities/shared-e/records",
+            Some(&op),
+            &json!({"records": [{"data": {"op": true}}]}),
+        )
+        .await,
+        s.post(
+            "/v1/entities/op-new/records",
+            Some(&op),
+            &json!({"records": [{"data": {"op": true}}]}),
+        )
+        .await,
     ];
     for r in &denied {
         r.expect_error(403, "forbidden");
@@ -94,8 +129,11 @@ async fn tenants_cannot_see_or_touch_each_others_records() {
 
     // The refusals are all in the log, as denials; nothing in it carries record data.
     let events = s.verified_audit_log();
-    let denials: Vec<&Value> =
-        events.iter().filter(|e| e.action() == "access_denied").map(|e| &e.json).collect();
+    let denials: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.action() == "access_denied")
+        .map(|e| &e.json)
+        .collect();
     assert!(denials.iter().all(|e| e["outcome"] == "denied"), "{denials:#?}");
     assert!(denials.len() >= 8, "every refusal is logged: {denials:#?}");
     for e in &events {

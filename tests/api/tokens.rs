@@ -10,7 +10,8 @@ async fn authentication_failures_are_401_and_audited() {
     let s = TestServer::start();
     s.create_tenant("acme").await;
     let (rw, _) = s.tenant_token_with_id("acme", &["records:read", "records:write"]).await;
-    s.write_records(&rw, "e1", json!([{"id": "r1", "data": {"v": 1}}])).await;
+    s.write_records(&rw, "e1", json!([{"id": "r1", "data": {"v": 1}}]))
+        .await;
     let path = "/v1/entities/e1/records/r1";
     s.get(path, Some(&rw)).await.expect(200);
 
@@ -22,15 +23,29 @@ async fn authentication_failures_are_401_and_audited() {
     assert_eq!(e.json["details"]["reason"], "missing_token");
 
     // Not a bearer header / garbage / a token-shaped string that was never issued.
-    let basic = s.send(s.client().get(format!("{}{path}", s.base())).header("authorization", "Basic dXNlcjpwYXNz")).await;
+    let basic = s
+        .send(
+            s.client()
+                .get(format!("{}{path}", s.base()))
+                .header("authorization", "Basic dXNlcjpwYXNz"),
+        )
+        .await;
     basic.expect_error(401, "unauthorized");
     s.expect_event(&basic, "auth_denied", "denied");
-    for garbage in ["garbage", "srt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &format!("{rw}x"), &rw[..rw.len() - 1]] {
+    for garbage in [
+        "garbage",
+        "srt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        &format!("{rw}x"),
+        &rw[..rw.len() - 1],
+    ] {
         let r = s.get(path, Some(garbage)).await;
         r.expect_error(401, "unauthorized");
         let e = s.expect_event(&r, "auth_denied", "denied");
         assert_eq!(e.json["details"]["reason"], "invalid_token");
-        assert!(!String::from_utf8_lossy(&e.bytes).contains(garbage), "the presented token is not logged");
+        assert!(
+            !String::from_utf8_lossy(&e.bytes).contains(garbage),
+            "the presented token is not logged"
+        );
     }
 
     // Expired: a 1-second token, used after it expired.
@@ -49,7 +64,9 @@ async fn authentication_failures_are_401_and_audited() {
     // Revoked: works, DELETE → 204, then 401.
     let (victim, victim_id) = s.tenant_token_with_id("acme", &["records:read"]).await;
     s.get(path, Some(&victim)).await.expect(200);
-    let del = s.delete(&format!("/v1/admin/tokens/{victim_id}"), Some(s.operator())).await;
+    let del = s
+        .delete(&format!("/v1/admin/tokens/{victim_id}"), Some(s.operator()))
+        .await;
     del.expect(204);
     assert!(del.text.is_empty(), "204 has no body");
     s.expect_event(&del, "token_revoke", "allowed");
@@ -58,15 +75,28 @@ async fn authentication_failures_are_401_and_audited() {
     let e = s.expect_event(&r, "auth_denied", "denied");
     assert_eq!(e.json["details"]["reason"], "revoked_token");
     // Revoking an unknown token is a 404.
-    s.delete("/v1/admin/tokens/tok-0000000000000000", Some(s.operator())).await.expect_error(404, "not_found");
+    s.delete("/v1/admin/tokens/tok-0000000000000000", Some(s.operator()))
+        .await
+        .expect_error(404, "not_found");
 
     // 401 on every authenticated endpoint, not only records.
     for r in [
         s.get("/v1/admin/tenants", None).await,
-        s.post("/v1/admin/tenants", Some("nope"), &json!({"tenant_id": "x"})).await,
-        s.post("/v1/admin/tokens", None, &json!({"actor": "user:x", "permissions": ["audit:read"]})).await,
+        s.post("/v1/admin/tenants", Some("nope"), &json!({"tenant_id": "x"}))
+            .await,
+        s.post(
+            "/v1/admin/tokens",
+            None,
+            &json!({"actor": "user:x", "permissions": ["audit:read"]}),
+        )
+        .await,
         s.delete(&format!("/v1/admin/tokens/{victim_id}"), Some(&victim)).await,
-        s.post("/v1/entities/e1/records", Some(&short), &json!({"records": [{"data": {}}]})).await,
+        s.post(
+            "/v1/entities/e1/records",
+            Some(&short),
+            &json!({"records": [{"data": {}}]}),
+        )
+        .await,
         s.get("/v1/entities/e1/records", Some("")).await,
     ] {
         r.expect_error(401, "unauthorized");
@@ -88,15 +118,27 @@ async fn permissions_and_delegation() {
     s.create_tenant("globex").await;
     let writer = s.tenant_token("acme", &["records:write"]).await;
     let reader = s.tenant_token("acme", &["records:read"]).await;
-    s.write_records(&writer, "e1", json!([{"id": "r1", "data": {"v": 1}}])).await;
+    s.write_records(&writer, "e1", json!([{"id": "r1", "data": {"v": 1}}]))
+        .await;
 
     // Missing permission → 403, audited as access_denied.
     for r in [
         s.get("/v1/entities/e1/records/r1", Some(&writer)).await,
         s.get("/v1/entities/e1/records", Some(&writer)).await,
-        s.post("/v1/entities/e1/records", Some(&reader), &json!({"records": [{"id": "r2", "data": {}}]})).await,
-        s.post("/v1/admin/tokens", Some(&reader), &json!({"actor": "user:x", "tenant_id": "acme", "permissions": ["records:read"]})).await,
-        s.post("/v1/admin/tenants", Some(&reader), &json!({"tenant_id": "evil"})).await,
+        s.post(
+            "/v1/entities/e1/records",
+            Some(&reader),
+            &json!({"records": [{"id": "r2", "data": {}}]}),
+        )
+        .await,
+        s.post(
+            "/v1/admin/tokens",
+            Some(&reader),
+            &json!({"actor": "user:x", "tenant_id": "acme", "permissions": ["records:read"]}),
+        )
+        .await,
+        s.post("/v1/admin/tenants", Some(&reader), &json!({"tenant_id": "evil"}))
+            .await,
         s.get("/v1/admin/tenants", Some(&writer)).await,
     ] {
         r.expect_error(403, "forbidden");
@@ -112,14 +154,23 @@ async fn permissions_and_delegation() {
     let r = s.post("/v1/admin/tokens", Some(s.operator()), &body).await;
     r.expect(201);
     let auditor = r.json["token"].as_str().expect("token").to_owned();
-    let r = s.post("/v1/admin/tenants", Some(&auditor), &json!({"tenant_id": "evil"})).await;
+    let r = s
+        .post("/v1/admin/tenants", Some(&auditor), &json!({"tenant_id": "evil"}))
+        .await;
     r.expect_error(403, "forbidden");
     s.expect_event(&r, "access_denied", "denied");
     let tenants = s.get("/v1/admin/tenants", Some(s.operator())).await;
-    assert_eq!(tenants.json["tenants"].as_array().map(Vec::len), Some(2), "{}", tenants.text);
+    assert_eq!(
+        tenants.json["tenants"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        tenants.text
+    );
 
     // Delegation: a tenant token with tokens:manage.
-    let manager = s.tenant_token("acme", &["tokens:manage", "records:read", "records:write"]).await;
+    let manager = s
+        .tenant_token("acme", &["tokens:manage", "records:read", "records:write"])
+        .await;
     // A subset of its own permissions, for its own tenant → 201, and the token works as granted.
     let sub = json!({"actor": "svc:ingest", "tenant_id": "acme", "permissions": ["records:read"], "ttl_secs": 600});
     let r = s.post("/v1/admin/tokens", Some(&manager), &sub).await;
@@ -132,14 +183,19 @@ async fn permissions_and_delegation() {
     let got = s.get("/v1/entities/e1/records/r1", Some(&child)).await;
     got.expect(200);
     assert_eq!(got.json["data"], json!({"v": 1}));
-    s.post("/v1/entities/e1/records", Some(&child), &json!({"records": [{"data": {}}]})).await.expect_error(403, "forbidden");
+    s.post(
+        "/v1/entities/e1/records",
+        Some(&child),
+        &json!({"records": [{"data": {}}]}),
+    )
+    .await
+    .expect_error(403, "forbidden");
     // The whole set is a subset too.
     let same = json!({"actor": "svc:same", "tenant_id": "acme", "permissions": ["tokens:manage", "records:read", "records:write"]});
     s.post("/v1/admin/tokens", Some(&manager), &same).await.expect(201);
 
     // A superset → 403.
-    let superset =
-        json!({"actor": "svc:more", "tenant_id": "acme", "permissions": ["records:read", "entity:erase"]});
+    let superset = json!({"actor": "svc:more", "tenant_id": "acme", "permissions": ["records:read", "entity:erase"]});
     let r = s.post("/v1/admin/tokens", Some(&manager), &superset).await;
     r.expect_error(403, "forbidden");
     s.expect_event(&r, "access_denied", "denied");

@@ -1,0 +1,7 @@
+// A DataKey cannot be copied out of its Arc / cache entry.
+use strongroom::keys::DataKey;
+
+fn main() {
+    let key = DataKey::generate();
+    let _copy = key.clone();
+}
