@@ -388,7 +388,7 @@ impl Integrity {
                 tokio::time::sleep(me.policy.verify_interval).await;
                 passes += 1;
                 let events = me.store.audit_head().map(|h| h.0).unwrap_or(0);
-                let full = events <= FULL_SWEEP_MAX_EVENTS || passes % FULL_SWEEP_EVERY == 0;
+                let full = events <= FULL_SWEEP_MAX_EVENTS || passes.is_multiple_of(FULL_SWEEP_EVERY);
                 let verifier = me.verifier.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     if full {
