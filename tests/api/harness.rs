@@ -333,9 +333,9 @@ impl TestServer {
         &self.base
     }
 
-    /// The metrics address.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics
+    /// The Prometheus endpoint, `http://<metrics_listen>/metrics`.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics.expect("server is running"))
     }
 
     /// The client (trusts the test CA only).
@@ -417,17 +417,6 @@ impl TestServer {
     /// Serve again after [`TestServer::stop`].
     pub fn start_again(&mut self) {
         self.spawn_serve();
-    }
-
-    /// Set (or replace) an environment variable for the next `serve`.
-    pub fn set_serve_env(&mut self, key: &str, value: &str) {
-        self.extra_env.retain(|(k, _)| k != key);
-        self.extra_env.push((key.to_owned(), value.to_owned()));
-    }
-
-    /// Whether the server process is running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
     }
 
     fn url(&self, path: &str) -> String {
@@ -749,22 +738,6 @@ impl RawStore {
         let mut txn = self.env.begin_rw_txn().expect("txn");
         txn.put(db, &key, &value, WriteFlags::empty()).expect("put");
         txn.commit().expect("commit");
-    }
-
-    /// Every (key, value) of a named database.
-    pub fn entries(&self, db: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let db = self.env.open_db(Some(db)).expect("db");
-        let txn = self.env.begin_ro_txn().expect("txn");
-        let mut out = Vec::new();
-        {
-            let mut cursor = txn.open_ro_cursor(db).expect("cursor");
-            for item in cursor.iter_start() {
-                let (k, v) = item.expect("item");
-                out.push((k.to_vec(), v.to_vec()));
-            }
-        }
-        drop(txn);
-        out
     }
 }
 

@@ -249,5 +249,12 @@ async fn round_trip_batch_get_list_paging_and_restart() {
     s.restart();
     check_all(&s, &token, entity, &expected).await;
     s.verified_audit_log();
+
+    // The metrics endpoint (plain HTTP) counts the requests by route, never by id.
+    let metrics = reqwest::get(s.metrics_url()).await.expect("metrics request");
+    assert_eq!(metrics.status().as_u16(), 200);
+    let text = metrics.text().await.expect("metrics body");
+    assert!(text.contains("http_requests_total"), "{text}");
+    assert!(!text.contains("vehicle-0042") && !text.contains(&token), "ids or tokens in metric labels");
     s.stop();
 }

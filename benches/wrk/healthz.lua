@@ -1,0 +1,2 @@
+-- Baseline: the hello-world endpoint over the same TLS.
+wrk.path = "/healthz"
