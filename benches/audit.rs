@@ -13,10 +13,17 @@ use strongroom::store::Store;
 use strongroom::telemetry::Metrics;
 
 fn main() {
-    let n: u64 = std::env::args().filter_map(|a| a.parse().ok()).next().unwrap_or(1_000_000);
+    let n: u64 = std::env::args()
+        .filter_map(|a| a.parse().ok())
+        .next()
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Arc::new(Metrics::new().unwrap())).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
 
     // 1. Append: N events through the group-commit writer, 512 requests in flight.
     let started = Instant::now();
@@ -25,8 +32,13 @@ fn main() {
         for i in 0..n {
             let s = store.clone();
             inflight.spawn(async move {
-                let ev = PendingEvent::new(Action::DataAccess, "user:bench", format!("entity:e{}", i % 1000), "req-bench")
-                    .detail("count", 1);
+                let ev = PendingEvent::new(
+                    Action::DataAccess,
+                    "user:bench",
+                    format!("entity:e{}", i % 1000),
+                    "req-bench",
+                )
+                .detail("count", 1);
                 s.record(ev).await.unwrap();
             });
             if inflight.len() >= 512 {

@@ -194,6 +194,13 @@ pub struct KeysConfig {
     /// Seconds an unwrapped DEK may stay cached.
     #[serde(default = "default_cache_ttl")]
     pub dek_cache_ttl_secs: u64,
+    /// Seconds a KEK version replaced by a rotation is kept in the HSM (so backups stay
+    /// restorable) before it is destroyed; default 7 days.
+    #[serde(default = "default_kek_retention")]
+    pub kek_retention_secs: u64,
+}
+fn default_kek_retention() -> u64 {
+    7 * 24 * 3600
 }
 fn default_cache_capacity() -> usize {
     10_000
@@ -206,6 +213,7 @@ impl Default for KeysConfig {
         Self {
             dek_cache_capacity: default_cache_capacity(),
             dek_cache_ttl_secs: default_cache_ttl(),
+            kek_retention_secs: default_kek_retention(),
         }
     }
 }

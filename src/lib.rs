@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod erasure;
 pub mod keys;
 pub mod records;
 pub mod store;

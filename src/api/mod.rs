@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod body;
 pub mod ctx;
+pub mod erasure;
 pub mod error;
 pub mod health;
 pub mod records;
@@ -25,6 +26,8 @@ use rand::RngCore;
 
 use crate::audit::integrity::Integrity;
 use crate::clock::Clock;
+use crate::erasure::ErasureService;
+use crate::keys::rotation::Rotation;
 use crate::keys::KeyService;
 use crate::records::RecordService;
 use crate::store::Store;
@@ -48,6 +51,10 @@ pub struct AppState {
     pub max_body: usize,
     /// Checkpoints, verification, alarm.
     pub integrity: Arc<Integrity>,
+    /// KEK rotation and retirement.
+    pub rotation: Rotation,
+    /// Entity erasure.
+    pub erasure: ErasureService,
     /// Serialises tenant creation (see `tenants`).
     pub tenant_admin: tokio::sync::Mutex<()>,
 }
@@ -61,12 +68,23 @@ impl AppState {
         metrics: Arc<Metrics>,
         clock: Clock,
         max_body: usize,
+        kek_retention_secs: i64,
     ) -> Self {
         let records = RecordService::new(store.clone(), keys.clone(), clock.clone());
+        let rotation = Rotation::new(store.clone(), keys.clone(), clock.clone(), kek_retention_secs);
+        let erasure = ErasureService::new(
+            store.clone(),
+            keys.clone(),
+            rotation.clone(),
+            integrity.clone(),
+            clock.clone(),
+        );
         Self {
             store,
             keys,
             records,
+            rotation,
+            erasure,
             integrity,
             metrics,
             clock,
@@ -106,6 +124,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/admin/audit/export", web::get().to(audit::export))
         .route("/v1/admin/tenants", web::post().to(tenants::create))
         .route("/v1/admin/tenants", web::get().to(tenants::list))
+        .route("/v1/admin/tenants/{tenant_id}/rotate", web::post().to(tenants::rotate))
+        .route("/v1/admin/entity/{entity_id}", web::delete().to(erasure::erase))
         .route("/v1/admin/tokens", web::post().to(tokens::create))
         .route("/v1/admin/tokens/{token_id}", web::delete().to(tokens::revoke))
         .route("/v1/entities/{entity_id}/records", web::post().to(records::write))

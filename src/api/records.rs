@@ -12,6 +12,7 @@ use super::AppState;
 use crate::audit::Action;
 use crate::auth::Permission;
 use crate::domain::{EntityId, RecordId};
+use crate::keys::KeyError;
 use crate::records::{parse_timestamp, ListParams, RecordList, RecordsError, WriteBatch, DEFAULT_LIMIT, MAX_LIMIT};
 
 async fn map_err(ctx: &Ctx, e: RecordsError) -> ApiError {
@@ -27,6 +28,11 @@ async fn map_err(ctx: &Ctx, e: RecordsError) -> ApiError {
         RecordsError::Commit(e @ crate::store::CommitError::Refused(..)) => {
             tracing::error!(request_id = %ctx.request_id, error = %e, "write refused by the store");
             ApiError::internal().with_request_id(&ctx.request_id)
+        }
+        // A wrapped DEK that fails authentication was tampered with or moved: an
+        // integrity failure, not an unavailable HSM.
+        RecordsError::Key(k @ (KeyError::Malformed | KeyError::Hsm(strongroom_hsm::HsmError::UnwrapFailed))) => {
+            ctx.internal(&k).await
         }
         RecordsError::Key(k) => {
             tracing::error!(request_id = %ctx.request_id, error = %k, "key service failure");

@@ -16,6 +16,7 @@ use crate::audit::Action;
 use crate::auth::Permission;
 use crate::clock::rfc3339;
 use crate::domain::TenantId;
+use crate::keys::rotation::RotationError;
 use crate::keys::KeyError;
 use crate::store::{ChangeError, CommitError, TenantRecord};
 
@@ -83,6 +84,8 @@ pub async fn create(
         tenant_id: tenant.clone(),
         key_version: version,
         created_at: rfc3339(state.clock.now()),
+        rotation_started_at: None,
+        retired: Vec::new(),
     };
     let (rec, op_scope) = (record.clone(), scope.clone());
     let event = ctx.event().tenant(Some(tenant.clone())).detail("key_version", version);
@@ -122,4 +125,39 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         return Err(ctx.internal(&e).await);
     }
     Ok(HttpResponse::Ok().json(json!({ "tenants": tenants })))
+}
+
+/// `POST /v1/admin/tenants/{tenant_id}/rotate` — operator `keys:rotate`. Creates KEK
+/// version n+1, rewraps every DEK (records untouched), retires version n for the
+/// retention window. Synchronous: answers when every DEK is rewrapped.
+pub async fn rotate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = path.into_inner();
+    let mut ctx = Ctx::new(&req, &state, Action::KeyRotate, format!("tenant:{}", resource_id(&raw)));
+    let principal = ctx.authenticate(&req).await?;
+    if let Err(d) = principal.operator(Permission::KeysRotate) {
+        return Err(ctx.deny(d).await);
+    }
+    let tenant = match TenantId::parse(raw) {
+        Ok(t) => t,
+        Err(e) => return Err(ctx.reject(ApiError::invalid(e.to_string())).await),
+    };
+    let event = ctx.event().tenant(Some(tenant.clone()));
+    match state.rotation.rotate(&tenant, event).await {
+        Ok(report) => {
+            state.integrity.critical_event();
+            Ok(HttpResponse::Ok().json(report))
+        }
+        Err(RotationError::NotFound) => Err(ctx
+            .reject(ApiError::not_found(format!("tenant {tenant} not found")))
+            .await),
+        Err(RotationError::Key(e)) => {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "rotation: HSM failure");
+            Err(ctx.reject(ApiError::backend_unavailable()).await)
+        }
+        Err(e) => Err(ctx.internal(&e).await),
+    }
 }

@@ -85,6 +85,9 @@ pub enum Outcome {
 /// An event as a request hands it to the store, before it has a place in the chain.
 #[derive(Debug, Clone)]
 pub struct PendingEvent {
+    /// `evt-<hex>`, chosen up front so a change can refer to its own event (erasure
+    /// tombstones do).
+    pub event_id: String,
     /// What happened.
     pub action: Action,
     /// Who asked (`anonymous` when unauthenticated).
@@ -109,7 +112,10 @@ impl PendingEvent {
         resource: impl Into<String>,
         request_id: impl Into<String>,
     ) -> Self {
+        let mut id = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
         Self {
+            event_id: format!("evt-{}", hex::encode(id)),
             action,
             actor: actor.into(),
             tenant_id: None,

@@ -175,6 +175,12 @@ impl AnyScope {
     }
 }
 
+/// Tenant scope used by the appliance itself for system work on one tenant's keys
+/// (rotation, KEK retirement). Only this crate can make one; no request path does.
+pub(crate) fn system_tenant_scope(tenant: &TenantId) -> TenantScope {
+    TenantScope { tenant: tenant.clone() }
+}
+
 /// Scope used by the appliance itself for system work (startup, bootstrap, background
 /// jobs). Only `cli` and background tasks inside this crate can make one.
 pub(crate) fn system_scope() -> OperatorScope {

@@ -78,6 +78,7 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         metrics.clone(),
         clock,
         config.max_body_bytes,
+        i64::try_from(config.keys.kek_retention_secs).unwrap_or(i64::MAX),
     ));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -101,6 +102,20 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
             },
         }
         integrity.spawn_background();
+        // Finish interrupted rotations, then destroy retired KEKs whose window passed,
+        // now and every ten minutes.
+        let rotation = state.rotation.clone();
+        tokio::spawn(async move {
+            if let Err(e) = rotation.resume_all().await {
+                tracing::error!(error = %e, "resuming interrupted key rotations failed");
+            }
+            loop {
+                if let Err(e) = rotation.reap().await {
+                    tracing::error!(error = %e, "destroying retired KEKs failed");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+            }
+        });
 
         let (https, https_addr) = api::https_server(state.clone(), config.listen, tls)
             .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.listen)))?;

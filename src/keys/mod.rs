@@ -8,6 +8,7 @@
 
 mod cache;
 mod data_key;
+pub mod rotation;
 mod service;
 
 pub use cache::DekCache;

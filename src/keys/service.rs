@@ -159,6 +159,46 @@ impl KeyService {
         Ok(key)
     }
 
+    /// Rewrap an entity's DEK under another KEK version of its tenant, inside the HSM
+    /// worker (the key material never leaves that thread).
+    pub async fn rewrap(
+        &self,
+        scope: &TenantScope,
+        entity: &EntityId,
+        old: &WrappedDek,
+        new_version: u32,
+    ) -> Result<WrappedDek, KeyError> {
+        let t = scope.tenant().as_str().to_owned();
+        let old_aad = dek_aad(scope.tenant(), entity, old.kek_version);
+        let new_aad = dek_aad(scope.tenant(), entity, new_version);
+        let (old_version, blob) = (old.kek_version, old.wrapped.clone());
+        let wrapped = self
+            .call("rewrap", move |b| {
+                let material = b.unwrap(
+                    KekRef {
+                        tenant_id: &t,
+                        version: old_version,
+                    },
+                    &blob,
+                    &old_aad,
+                )?;
+                b.wrap(
+                    KekRef {
+                        tenant_id: &t,
+                        version: new_version,
+                    },
+                    &material,
+                    &new_aad,
+                )
+            })
+            .await?;
+        Ok(WrappedDek {
+            dek_id: old.dek_id,
+            kek_version: new_version,
+            wrapped,
+        })
+    }
+
     /// HSM liveness for `/readyz`.
     pub async fn ping(&self) -> bool {
         self.call("ping", |b| b.ping()).await.is_ok()

@@ -16,7 +16,7 @@ use crate::auth::{Authorized, TenantScope};
 use crate::clock::{from_unix_nanos, rfc3339, unix_nanos, Clock};
 use crate::domain::{EntityId, RecordId};
 use crate::keys::{record_aad, DataKey, KeyError, KeyService, Plaintext, WrappedDek};
-use crate::store::{ChangeError, CommitError, Committed, NewRecord, Store, StoreError, StoredRecord};
+use crate::store::{ChangeError, CommitError, Committed, KeyOrigin, NewRecord, Store, StoreError, StoredRecord};
 
 /// Most records in one write batch.
 pub const MAX_BATCH_RECORDS: usize = 1000;
@@ -188,6 +188,7 @@ impl RecordService {
         // read and the commit; the writer then refuses (StaleKey) and we retry.
         for _attempt in 0..3 {
             let (key, wrapped, fresh) = self.key_for_write(scope, entity).await?;
+            let origin = if fresh { KeyOrigin::Fresh } else { KeyOrigin::Stored };
             let records: Vec<NewRecord> = prepared
                 .iter()
                 .map(|(id, ts, plain)| NewRecord {
@@ -201,7 +202,7 @@ impl RecordService {
             let result = self
                 .store
                 .commit(event.clone(), move |txn, _ev| {
-                    txn.put_records(&scope2, &entity2, &wrapped, &records)?;
+                    txn.put_records(&scope2, &entity2, &wrapped, origin, &records)?;
                     Ok(ids)
                 })
                 .await;

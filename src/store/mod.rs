@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use lmdb::{Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction};
 
-pub use read::{AuditFilter, AuditPage, ReadTxn, RecordPage, StoredRecord, TenantRecord};
-pub use write::{ChangeError, NewRecord, WriteTxn};
+pub use read::{AuditFilter, AuditPage, ReadTxn, RecordPage, RetiredKek, StoredRecord, TenantRecord};
+pub use write::{ChangeError, EraseCounts, KeyOrigin, NewRecord, WriteTxn};
 pub use writer::{CommitError, Committed, EventReceipt};
 
 use crate::audit::{ChainHash, PendingEvent};
@@ -76,6 +76,8 @@ pub struct Dbs {
     pub audit_by_action: Database,
     /// Index: `len(tenant) tenant` ‖ seq → empty.
     pub audit_by_tenant: Database,
+    /// entity prefix → erasure tombstone JSON (original event id, times).
+    pub erased: Database,
     /// TPM counter (8, BE) → signed checkpoint note.
     pub checkpoints: Database,
 }
@@ -126,6 +128,7 @@ impl Store {
             audit_by_action: create("audit_by_action")?,
             audit_by_tenant: create("audit_by_tenant")?,
             checkpoints: create("checkpoints")?,
+            erased: create("erased")?,
         };
         let env = Arc::new(env);
         let head = read::audit_head(&env.begin_ro_txn()?, dbs.meta)?;

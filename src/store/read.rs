@@ -18,10 +18,27 @@ use crate::keys::{Sealed, WrappedDek};
 pub struct TenantRecord {
     /// Id.
     pub tenant_id: TenantId,
-    /// Current KEK version.
+    /// Current KEK version (new DEKs are wrapped under it).
     pub key_version: u32,
     /// RFC 3339.
     pub created_at: String,
+    /// Set while DEKs are being rewrapped from older versions to `key_version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_started_at: Option<String>,
+    /// Older KEK versions still in the HSM, each destroyed after its retention window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredKek>,
+}
+
+/// A KEK version replaced by a rotation, kept until `destroy_after` (Unix seconds) so
+/// backups remain restorable for the retention window, then destroyed in the HSM.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredKek {
+    /// Version.
+    pub version: u32,
+    /// Unix seconds after which the key is destroyed.
+    pub destroy_after: i64,
 }
 
 /// A record as stored: sealed, with its clear-text position.
@@ -427,5 +444,41 @@ impl<'env> ReadTxn<'env> {
     /// (next seq, last chain hash).
     pub fn audit_head(&self) -> Result<(u64, ChainHash), StoreError> {
         audit_head(&self.txn, self.dbs.meta)
+    }
+}
+
+impl ReadTxn<'_> {
+    /// The erasure tombstone of one of the caller's entities.
+    pub fn tombstone(&self, scope: &TenantScope, entity: &EntityId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(get(
+            &self.txn,
+            self.dbs.erased,
+            &layout::entity_prefix(scope.tenant(), entity),
+        )?
+        .map(<[u8]>::to_vec))
+    }
+
+    /// Every wrapped DEK of the caller's tenant, with its entity (for rotation).
+    pub fn tenant_deks(&self, scope: &TenantScope) -> Result<Vec<(EntityId, WrappedDek)>, StoreError> {
+        let t = scope.tenant().as_str().as_bytes();
+        let mut prefix = vec![t.len() as u8];
+        prefix.extend_from_slice(t);
+        let mut cursor = self.txn.open_ro_cursor(self.dbs.deks)?;
+        let mut out = Vec::new();
+        for item in cursor.iter_from(&prefix) {
+            let (k, v) = item?;
+            let Some(rest) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            let entity = rest
+                .split_first()
+                .and_then(|(len, e)| (usize::from(*len) == e.len()).then_some(e))
+                .and_then(|e| std::str::from_utf8(e).ok())
+                .and_then(|e| EntityId::parse(e).ok())
+                .ok_or(StoreError::Corrupt("deks key"))?;
+            out.push((entity, WrappedDek::from_bytes(v).ok_or(StoreError::Corrupt("deks"))?));
+        }
+        drop(cursor);
+        Ok(out)
     }
 }

@@ -1,7 +1,7 @@
 //! The changes a write transaction may make. Only the writer thread creates a
 //! [`WriteTxn`]; requests describe their change as a closure over it.
 
-use lmdb::{Database, RwTransaction, Transaction, WriteFlags};
+use lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
 
 use super::layout;
 use super::read::TenantRecord;
@@ -42,6 +42,28 @@ impl ChangeError {
             ChangeError::Storage(_) | ChangeError::Corrupt(_) => "internal",
         }
     }
+}
+
+/// Where the data key handed to [`WriteTxn::put_records`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// Just generated for this write: may become the entity's key.
+    Fresh,
+    /// Read from the store (or cache): must still be the entity's key.
+    Stored,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EraseCounts {
+    /// Records deleted.
+    pub records: u64,
+    /// Record-id index entries deleted.
+    pub index_entries: u64,
+    /// Compressed segments purged (this engine stores no segments: always 0).
+    pub segments: u64,
+    /// Whether a wrapped DEK was deleted.
+    pub key_deleted: bool,
 }
 
 /// A record ready to store: sealed, with its clear-text position.
@@ -151,14 +173,16 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
 
     /// Store sealed records of one of the caller's entities, all or nothing.
     ///
-    /// `dek` is the wrapped key the records were sealed under. If the entity has no key
-    /// yet it is stored; if it has another one (erased or created concurrently),
-    /// [`ChangeError::StaleKey`]. A record id that exists already → `Conflict`.
+    /// `dek` is the wrapped key the records were sealed under. A [`KeyOrigin::Fresh`] key
+    /// is stored if the entity has none; a [`KeyOrigin::Stored`] key must still be the
+    /// stored one (an erasure in between must not resurrect it). Otherwise
+    /// [`ChangeError::StaleKey`] and the caller retries. A record id that exists → `Conflict`.
     pub fn put_records(
         &mut self,
         scope: &TenantScope,
         entity: &EntityId,
         dek: &WrappedDek,
+        origin: KeyOrigin,
         records: &[NewRecord],
     ) -> Result<usize, ChangeError> {
         let tenant = scope.tenant();
@@ -170,6 +194,7 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
                     return Err(ChangeError::StaleKey);
                 }
             }
+            Err(lmdb::Error::NotFound) if origin == KeyOrigin::Stored => return Err(ChangeError::StaleKey),
             Err(lmdb::Error::NotFound) => {
                 self.txn
                     .put(self.dbs.deks, &prefix, &dek.to_bytes(), WriteFlags::NO_OVERWRITE)?;
@@ -204,5 +229,99 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
             )?;
         }
         Ok(records.len())
+    }
+}
+
+impl WriteTxn<'_, '_> {
+    /// Delete every key under `prefix` in `db`; returns how many. Cost is proportional to
+    /// the range, not the database.
+    fn delete_prefix(&mut self, db: Database, prefix: &[u8]) -> Result<u64, ChangeError> {
+        let mut keys = Vec::new();
+        {
+            let mut cursor = self.txn.open_ro_cursor(db)?;
+            for item in cursor.iter_from(prefix) {
+                let (k, _) = item?;
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                keys.push(k.to_vec());
+            }
+        }
+        for k in &keys {
+            self.txn.del(db, k, None)?;
+        }
+        Ok(keys.len() as u64)
+    }
+
+    /// Erase one of the caller's entities: its records, record-id index entries, wrapped
+    /// DEK and tenant marker, and write `tombstone` (JSON) in their place.
+    pub fn erase_entity(
+        &mut self,
+        scope: &TenantScope,
+        entity: &EntityId,
+        tombstone: &[u8],
+    ) -> Result<EraseCounts, ChangeError> {
+        let prefix = layout::entity_prefix(scope.tenant(), entity);
+        let records = self.delete_prefix(self.dbs.records, &prefix)?;
+        let index_entries = self.delete_prefix(self.dbs.record_index, &prefix)?;
+        let key_deleted = match self.txn.del(self.dbs.deks, &prefix, None) {
+            Ok(()) => true,
+            Err(lmdb::Error::NotFound) => false,
+            Err(e) => return Err(e.into()),
+        };
+        match self.txn.del(
+            self.dbs.entity_tenants,
+            &layout::entity_tenant_key(scope.tenant(), entity),
+            None,
+        ) {
+            Ok(()) | Err(lmdb::Error::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.txn
+            .put(self.dbs.erased, &prefix, &tombstone, WriteFlags::empty())?;
+        Ok(EraseCounts {
+            records,
+            index_entries,
+            segments: 0,
+            key_deleted,
+        })
+    }
+
+    /// Replace a tenant's record (rotation state). The tenant must exist.
+    pub fn update_tenant(&mut self, _scope: &OperatorScope, tenant: &TenantRecord) -> Result<(), ChangeError> {
+        if !exists(self.txn, self.dbs.tenants, tenant.tenant_id.as_str().as_bytes())? {
+            return Err(ChangeError::NotFound(format!("tenant {} not found", tenant.tenant_id)));
+        }
+        let value = serde_json::to_vec(tenant).map_err(|_| ChangeError::Corrupt("tenant"))?;
+        self.txn.put(
+            self.dbs.tenants,
+            &tenant.tenant_id.as_str(),
+            &value,
+            WriteFlags::empty(),
+        )?;
+        Ok(())
+    }
+
+    /// Replace an entity's wrapped DEK by `new` (same key, rewrapped under another KEK
+    /// version) if it is still `old`; returns whether it was replaced.
+    pub fn rewrap_dek(
+        &mut self,
+        scope: &TenantScope,
+        entity: &EntityId,
+        old: &WrappedDek,
+        new: &WrappedDek,
+    ) -> Result<bool, ChangeError> {
+        let prefix = layout::entity_prefix(scope.tenant(), entity);
+        let current = match self.txn.get(self.dbs.deks, &prefix) {
+            Ok(v) => WrappedDek::from_bytes(v).ok_or(ChangeError::Corrupt("deks"))?,
+            Err(lmdb::Error::NotFound) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        if current != *old || new.dek_id != old.dek_id {
+            return Ok(false);
+        }
+        self.txn
+            .put(self.dbs.deks, &prefix, &new.to_bytes(), WriteFlags::empty())?;
+        Ok(true)
     }
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lmdb::{Environment, RwTransaction, Transaction, WriteFlags};
-use rand::RngCore;
 use tokio::sync::{mpsc, oneshot};
 
 use super::layout;
@@ -319,8 +318,6 @@ impl Writer {
                 return Ok((finish, None));
             }
         }
-        let mut id = [0u8; 8];
-        rand::rngs::OsRng.fill_bytes(&mut id);
         let now = self.clock.now();
         let chained = AuditEvent {
             seq,
@@ -330,7 +327,7 @@ impl Writer {
                 hash_hex(&prev)
             },
             ts: rfc3339(now.replace_nanosecond(0).unwrap_or(now)),
-            event_id: format!("evt-{}", hex::encode(id)),
+            event_id: event.event_id,
             action: event.action,
             actor: event.actor,
             tenant_id: event.tenant_id.map(String::from),

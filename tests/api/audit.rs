@@ -297,8 +297,7 @@ async fn every_request_is_one_event_in_an_unbroken_chain() {
     );
     let last_request = after[events.len()..]
         .iter()
-        .filter(|e| !e.event.actor.starts_with("system"))
-        .next_back();
+        .rfind(|e| !e.event.actor.starts_with("system"));
     assert_eq!(last_request.map(StoredEvent::action), Some("data_access"));
     s.stop();
     let last = s.verified_audit_log();

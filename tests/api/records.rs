@@ -255,6 +255,9 @@ async fn round_trip_batch_get_list_paging_and_restart() {
     assert_eq!(metrics.status().as_u16(), 200);
     let text = metrics.text().await.expect("metrics body");
     assert!(text.contains("http_requests_total"), "{text}");
-    assert!(!text.contains("vehicle-0042") && !text.contains(&token), "ids or tokens in metric labels");
+    assert!(
+        !text.contains("vehicle-0042") && !text.contains(&token),
+        "ids or tokens in metric labels"
+    );
     s.stop();
 }
