@@ -12,7 +12,11 @@ use serde::Deserialize;
 /// Environment variables with this prefix override config keys.
 pub const ENV_PREFIX: &str = "STRONGROOM_";
 /// Variables with the prefix that are not config keys.
-const NON_CONFIG_VARS: &[&str] = &["STRONGROOM_LOG", "STRONGROOM_TEST_CLOCK_OFFSET_SECS"];
+const NON_CONFIG_VARS: &[&str] = &[
+    "STRONGROOM_LOG",
+    "STRONGROOM_TEST_CLOCK_OFFSET_SECS",
+    "STRONGROOM_TEST_FAULT",
+];
 
 /// A configuration problem; always reported as one line and exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -356,6 +360,7 @@ nv_index = 0x01500016
             ("STRONGROOM_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
             ("STRONGROOM_TPM__NV_INDEX".to_owned(), "0x01500017".to_owned()),
             ("STRONGROOM_LOG".to_owned(), "debug".to_owned()),
+            ("STRONGROOM_TEST_FAULT".to_owned(), "after_checkpoint_commit".to_owned()),
         ];
         let c = Config::from_toml_with_env(BASE, Path::new("x"), env.into_iter()).unwrap();
         assert_eq!(c.hsm.pin_file, PathBuf::from("/run/pin"));

@@ -17,6 +17,7 @@ pub mod config;
 pub mod domain;
 pub mod erasure;
 pub mod keys;
+pub mod privacy;
 pub mod records;
 pub mod store;
 pub mod telemetry;

@@ -99,7 +99,11 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header(("www-authenticate", "Bearer realm=\"strongroom\""));
+        }
+        response.json(json!({
             "error": {"code": self.code, "message": self.message, "request_id": self.request_id}
         }))
     }

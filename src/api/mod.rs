@@ -10,6 +10,7 @@ pub mod ctx;
 pub mod erasure;
 pub mod error;
 pub mod health;
+pub mod query;
 pub mod records;
 pub mod tenants;
 pub mod tokens;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub rotation: Rotation,
     /// Entity erasure.
     pub erasure: ErasureService,
+    /// Differentially private queries.
+    pub privacy: crate::privacy::PrivacyService,
     /// Serialises tenant creation (see `tenants`).
     pub tenant_admin: tokio::sync::Mutex<()>,
 }
@@ -79,7 +82,9 @@ impl AppState {
             integrity.clone(),
             clock.clone(),
         );
+        let privacy = crate::privacy::PrivacyService::new(store.clone(), keys.clone(), &metrics);
         Self {
+            privacy,
             store,
             keys,
             records,
@@ -91,6 +96,12 @@ impl AppState {
             max_body,
             tenant_admin: Default::default(),
         }
+    }
+
+    /// Use the `[privacy]` budget policy.
+    pub fn with_privacy_policy(mut self, policy: crate::privacy::PrivacyPolicy) -> Self {
+        self.privacy = self.privacy.with_policy(policy);
+        self
     }
 
     /// The current integrity alarm, if any.
@@ -126,6 +137,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/admin/tenants", web::get().to(tenants::list))
         .route("/v1/admin/tenants/{tenant_id}/rotate", web::post().to(tenants::rotate))
         .route("/v1/admin/entity/{entity_id}", web::delete().to(erasure::erase))
+        .route("/v1/query", web::post().to(query::query))
         .route("/v1/admin/tokens", web::post().to(tokens::create))
         .route("/v1/admin/tokens/{token_id}", web::delete().to(tokens::revoke))
         .route("/v1/entities/{entity_id}/records", web::post().to(records::write))

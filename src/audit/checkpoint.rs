@@ -143,6 +143,16 @@ impl Checkpoint {
         }
     }
 
+    /// Parse a note WITHOUT checking any signature (for an auditor who has no verifier
+    /// key at hand: the content can still be compared with an export, but nothing
+    /// proves who wrote it).
+    pub fn parse_unverified(note: &str) -> Result<Self, CheckpointError> {
+        let (body, _) = note
+            .split_once("\n\n")
+            .ok_or(CheckpointError::Malformed("no blank line"))?;
+        Self::parse_body(&format!("{body}\n"))
+    }
+
     fn parse_body(body: &str) -> Result<Self, CheckpointError> {
         let lines: Vec<&str> = body.strip_suffix('\n').unwrap_or(body).split('\n').collect();
         let [origin, size, root, chain, tpm] = lines.as_slice() else {

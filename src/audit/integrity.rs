@@ -415,8 +415,10 @@ impl Integrity {
                 };
                 if critical {
                     let since = me.seal.lock().await.last_seal.elapsed();
+                    // Never later than the next interval seal would have been: the rate
+                    // limit must not hold back interval sealing.
                     if let Some(wait) = me.policy.min_interval.checked_sub(since) {
-                        tokio::time::sleep(wait).await;
+                        tokio::time::sleep(wait.min(me.policy.interval)).await;
                     }
                 }
                 if me.alarm.reason().is_some() {

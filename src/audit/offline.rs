@@ -20,6 +20,8 @@ pub struct Report {
     pub head: Option<ChainHash>,
     /// The checkpoint that matched, if one was given.
     pub checkpoint: Option<Checkpoint>,
+    /// Whether the checkpoint's signature was verified (a verifier key was given).
+    pub signature_checked: bool,
 }
 
 fn fail(seq: Option<u64>, reason: impl Into<String>) -> VerifyFailure {
@@ -30,11 +32,12 @@ fn fail(seq: Option<u64>, reason: impl Into<String>) -> VerifyFailure {
 }
 
 /// Verify `export` (NDJSON, one canonical event JSON a line, starting at seq 0) and,
-/// when given, a checkpoint note signed by the key in `vkey`.
-pub fn verify_export(export: &str, checkpoint: Option<(&str, &str)>) -> Result<Report, VerifyFailure> {
-    let cp = match checkpoint {
-        None => None,
-        Some((note, vkey)) => {
+/// when given, a checkpoint note — its signature too when the verifier key `vkey` is given.
+pub fn verify_export(export: &str, checkpoint: Option<&str>, vkey: Option<&str>) -> Result<Report, VerifyFailure> {
+    let cp = match (checkpoint, vkey) {
+        (None, _) => None,
+        (Some(note), None) => Some(Checkpoint::parse_unverified(note).map_err(|e| fail(None, e.to_string()))?),
+        (Some(note), Some(vkey)) => {
             let (name, key) =
                 parse_verifier_key(vkey).ok_or_else(|| fail(None, "the public key is not a valid verifier key"))?;
             let cp = Checkpoint::parse_verified(note, &key).map_err(|e| fail(None, e.to_string()))?;
@@ -47,6 +50,7 @@ pub fn verify_export(export: &str, checkpoint: Option<(&str, &str)>) -> Result<R
             Some(cp)
         }
     };
+    let signature_checked = checkpoint.is_some() && vkey.is_some();
     let mut frontier = Frontier::new();
     let mut last: Option<ChainHash> = None;
     let mut next = 0u64;
@@ -99,6 +103,7 @@ pub fn verify_export(export: &str, checkpoint: Option<(&str, &str)>) -> Result<R
         events: next,
         head: last,
         checkpoint: matched,
+        signature_checked,
     })
 }
 
@@ -150,27 +155,30 @@ mod tests {
         };
         let note = cp.signed_note(&pk, &sk.sign(cp.body().as_bytes()).to_bytes());
         let vkey = crate::audit::checkpoint::verifier_key(&origin, &pk);
-        assert_eq!(verify_export(&good, Some((&note, &vkey))).unwrap().events, 10);
+        assert_eq!(verify_export(&good, Some(&note), Some(&vkey)).unwrap().events, 10);
 
         let edited = good.replace("\"evt-4\"", "\"evt-X\"");
         assert_eq!(
-            verify_export(&edited, None).unwrap_err().seq,
+            verify_export(&edited, None, None).unwrap_err().seq,
             Some(5),
             "the next link breaks"
         );
         let lines: Vec<&str> = good.lines().collect();
         let dropped = format!("{}\n{}\n", lines[..3].join("\n"), lines[4..].join("\n"));
-        assert_eq!(verify_export(&dropped, None).unwrap_err().seq, Some(3));
+        assert_eq!(verify_export(&dropped, None, None).unwrap_err().seq, Some(3));
         let mut swapped = lines.clone();
         swapped.swap(5, 6);
         assert_eq!(
-            verify_export(&(swapped.join("\n") + "\n"), None).unwrap_err().seq,
+            verify_export(&(swapped.join("\n") + "\n"), None, None).unwrap_err().seq,
             Some(5)
         );
         let truncated = lines[..6].join("\n") + "\n";
-        assert!(verify_export(&truncated, None).is_ok(), "a prefix alone is consistent");
+        assert!(
+            verify_export(&truncated, None, None).is_ok(),
+            "a prefix alone is consistent"
+        );
         assert_eq!(
-            verify_export(&truncated, Some((&note, &vkey))).unwrap_err().seq,
+            verify_export(&truncated, Some(&note), Some(&vkey)).unwrap_err().seq,
             Some(6),
             "but not with the checkpoint"
         );
@@ -178,6 +186,6 @@ mod tests {
             &origin,
             &SigningKey::from_bytes(&[1u8; 32]).verifying_key().to_bytes(),
         );
-        assert!(verify_export(&good, Some((&note, &other_key))).is_err());
+        assert!(verify_export(&good, Some(&note), Some(&other_key)).is_err());
     }
 }

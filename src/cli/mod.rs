@@ -94,7 +94,7 @@ enum AuditCommand {
         #[arg(long)]
         export: PathBuf,
         /// Signed checkpoint (`GET /v1/admin/audit/checkpoint`).
-        #[arg(long, requires = "public_key")]
+        #[arg(long)]
         checkpoint: Option<PathBuf>,
         /// Verifier key (`GET /v1/admin/audit/public-key`), obtained out of band.
         #[arg(long)]
@@ -126,6 +126,11 @@ pub fn main() -> ExitCode {
                 },
         } => audit_verify(&export, checkpoint.as_deref(), public_key.as_deref()),
     };
+    // HSM/TPM worker threads unload their libraries once their last handle is gone;
+    // exiting while they do runs the same libraries' destructors concurrently (crash).
+    if !strongroom_hsm::worker::wait_for_workers(std::time::Duration::from_secs(10)) {
+        tracing::warn!("HSM/TPM worker threads still running at exit");
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -140,20 +145,24 @@ fn audit_verify(export: &Path, checkpoint: Option<&Path>, public_key: Option<&Pa
         std::fs::read_to_string(p).map_err(|e| CliError::config(format!("cannot read {}: {e}", p.display())))
     };
     let export_text = read(export)?;
-    let cp = match (checkpoint, public_key) {
-        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-        (None, _) => None,
-        (Some(_), None) => return Err(CliError::config("--checkpoint needs --public-key")),
-    };
-    match crate::audit::offline::verify_export(&export_text, cp.as_ref().map(|(c, k)| (c.as_str(), k.as_str()))) {
+    let checkpoint = checkpoint.map(read).transpose()?;
+    let vkey = public_key.map(read).transpose()?;
+    if checkpoint.is_none() && vkey.is_some() {
+        return Err(CliError::config("--public-key is only used with --checkpoint"));
+    }
+    match crate::audit::offline::verify_export(&export_text, checkpoint.as_deref(), vkey.as_deref()) {
         Ok(report) => {
             println!("OK: {} events verified from seq 0", report.events);
             if let Some(h) = report.head {
                 println!("head: {}", crate::audit::hash_hex(&h));
             }
             match report.checkpoint {
-                Some(cp) => println!(
+                Some(cp) if report.signature_checked => println!(
                     "checkpoint: signature valid, tree size {} root and chain head match, TPM counter {} ({:#010x})",
+                    cp.size, cp.counter, cp.nv_index
+                ),
+                Some(cp) => println!(
+                    "checkpoint: tree size {} root and chain head match, TPM counter {} ({:#010x}); WARNING: signature NOT checked — pass --public-key with the appliance's verifier key obtained out of band",
                     cp.size, cp.counter, cp.nv_index
                 ),
                 None => println!("no checkpoint given: only the chain's internal consistency was checked"),

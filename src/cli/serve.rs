@@ -40,6 +40,7 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         )));
     }
     let tls = api::tls_config(&config.tls_cert, &config.tls_key).map_err(CliError::config)?;
+    let privacy = crate::privacy::PrivacyPolicy::from_config(&config.privacy).map_err(CliError::config)?;
     let hsm = boot::open_hsm(config)?;
     let public_key = boot::signing_key(&hsm)?;
     let counter = boot::open_counter(config)?;
@@ -71,15 +72,18 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         metrics.clone(),
     );
     let clock = Clock::system();
-    let state = web::Data::new(AppState::new(
-        store.clone(),
-        keys,
-        integrity.clone(),
-        metrics.clone(),
-        clock,
-        config.max_body_bytes,
-        i64::try_from(config.keys.kek_retention_secs).unwrap_or(i64::MAX),
-    ));
+    let state = web::Data::new(
+        AppState::new(
+            store.clone(),
+            keys,
+            integrity.clone(),
+            metrics.clone(),
+            clock,
+            config.max_body_bytes,
+            i64::try_from(config.keys.kek_retention_secs).unwrap_or(i64::MAX),
+        )
+        .with_privacy_policy(privacy),
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

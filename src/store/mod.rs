@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use lmdb::{Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction};
 
-pub use read::{AuditFilter, AuditPage, ReadTxn, RecordPage, RetiredKek, StoredRecord, TenantRecord};
+pub use read::{AuditFilter, AuditPage, ReadTxn, RecordPage, RetiredKek, StoredRecord, TenantRecord, TenantRecordRef};
 pub use write::{ChangeError, EraseCounts, KeyOrigin, NewRecord, WriteTxn};
 pub use writer::{CommitError, Committed, EventReceipt};
 
@@ -80,6 +80,11 @@ pub struct Dbs {
     pub erased: Database,
     /// TPM counter (8, BE) → signed checkpoint note.
     pub checkpoints: Database,
+    /// `len(tenant) tenant` → ε spent by the tenant's private queries (micro-ε, u64 BE).
+    pub dp_budget: Database,
+    /// `len(tenant) tenant` ‖ Idempotency-Key → ledger entry JSON (query fingerprint and,
+    /// once stored, the exact answer).
+    pub dp_idempotency: Database,
 }
 
 /// Handle to the store. Cheap to clone.
@@ -107,7 +112,7 @@ impl Store {
             .open(dir.join("strongroom.lock"))?;
         lock.try_lock().map_err(|_| StoreError::InUse)?;
         let env = Environment::new()
-            .set_max_dbs(16)
+            .set_max_dbs(32)
             .set_map_size(MAP_SIZE)
             .set_max_readers(512)
             // NO_TLS: read transactions are not tied to OS threads (actix workers hop).
@@ -129,6 +134,8 @@ impl Store {
             audit_by_tenant: create("audit_by_tenant")?,
             checkpoints: create("checkpoints")?,
             erased: create("erased")?,
+            dp_budget: create("dp_budget")?,
+            dp_idempotency: create("dp_idempotency")?,
         };
         let env = Arc::new(env);
         let head = read::audit_head(&env.begin_ro_txn()?, dbs.meta)?;

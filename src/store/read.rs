@@ -482,3 +482,79 @@ impl ReadTxn<'_> {
         Ok(out)
     }
 }
+
+/// One record met by [`ReadTxn::scan_tenant_records`]: its clear-text position, and its
+/// sealed bytes, parsed only on [`TenantRecordRef::load`].
+pub struct TenantRecordRef<'a> {
+    /// The record's entity.
+    pub entity: &'a EntityId,
+    /// Timestamp, Unix nanoseconds.
+    pub ts_nanos: u64,
+    suffix: &'a [u8],
+    value: &'a [u8],
+}
+
+impl TenantRecordRef<'_> {
+    /// The sealed record.
+    pub fn load(&self) -> Result<StoredRecord, StoreError> {
+        let (ts, id) = layout::split_record_suffix(self.suffix).ok_or(StoreError::Corrupt("records key"))?;
+        let sealed = Sealed::from_bytes(self.value).ok_or(StoreError::Corrupt("records"))?;
+        Ok(StoredRecord {
+            id,
+            ts_nanos: ts,
+            sealed,
+        })
+    }
+}
+
+/// Differential-privacy scans (see `crate::privacy`).
+impl ReadTxn<'_> {
+    /// Visit every record of the caller's tenant in key order: entity by entity, each
+    /// entity's records in timestamp order. Only the caller's tenant prefix is walked.
+    pub fn scan_tenant_records<E: From<StoreError>>(
+        &self,
+        scope: &TenantScope,
+        mut visit: impl FnMut(TenantRecordRef<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let t = scope.tenant().as_str().as_bytes();
+        let mut prefix = vec![t.len() as u8];
+        prefix.extend_from_slice(t);
+        let mut cursor = self.txn.open_ro_cursor(self.dbs.records).map_err(StoreError::from)?;
+        let mut current: Option<(Vec<u8>, EntityId)> = None;
+        for item in cursor.iter_from(&prefix) {
+            let (k, v) = item.map_err(StoreError::from)?;
+            let Some(rest) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            let (len, rest) = rest.split_first().ok_or(StoreError::Corrupt("records key"))?;
+            let len = usize::from(*len);
+            if rest.len() < len {
+                return Err(StoreError::Corrupt("records key").into());
+            }
+            let (entity_bytes, suffix) = rest.split_at(len);
+            if current.as_ref().map(|(b, _)| b.as_slice()) != Some(entity_bytes) {
+                let entity = std::str::from_utf8(entity_bytes)
+                    .ok()
+                    .and_then(|e| EntityId::parse(e).ok())
+                    .ok_or(StoreError::Corrupt("records key"))?;
+                current = Some((entity_bytes.to_vec(), entity));
+            }
+            let Some((_, entity)) = current.as_ref() else {
+                continue;
+            };
+            let ts_nanos = suffix
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or(StoreError::Corrupt("records key"))?;
+            visit(TenantRecordRef {
+                entity,
+                ts_nanos,
+                suffix,
+                value: v,
+            })?;
+        }
+        drop(cursor);
+        Ok(())
+    }
+}

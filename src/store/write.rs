@@ -21,7 +21,8 @@ pub enum ChangeError {
     #[error("{0}")]
     NotFound(String),
     /// The entity's data key changed since the caller read it (erased or created
-    /// concurrently); the caller retries with the stored key. Not audited.
+    /// concurrently), or a new key was wrapped under a KEK version a rotation has
+    /// replaced since; the caller retries with the stored key. Not audited.
     #[error("data key changed concurrently")]
     StaleKey,
     /// LMDB failure.
@@ -196,6 +197,21 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
             }
             Err(lmdb::Error::NotFound) if origin == KeyOrigin::Stored => return Err(ChangeError::StaleKey),
             Err(lmdb::Error::NotFound) => {
+                // A new DEK must be wrapped under the tenant's current KEK: one wrapped
+                // under the version a rotation just replaced would be missed by its
+                // rewrap pass (which lists the DEKs after recording the new version).
+                let current = match self.txn.get(self.dbs.tenants, &tenant.as_str()) {
+                    Ok(v) => Some(
+                        serde_json::from_slice::<TenantRecord>(v)
+                            .map_err(|_| ChangeError::Corrupt("tenants"))?
+                            .key_version,
+                    ),
+                    Err(lmdb::Error::NotFound) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                if current.is_some_and(|v| v != dek.kek_version) {
+                    return Err(ChangeError::StaleKey);
+                }
                 self.txn
                     .put(self.dbs.deks, &prefix, &dek.to_bytes(), WriteFlags::NO_OVERWRITE)?;
                 self.txn.put(
@@ -323,5 +339,59 @@ impl WriteTxn<'_, '_> {
         self.txn
             .put(self.dbs.deks, &prefix, &new.to_bytes(), WriteFlags::empty())?;
         Ok(true)
+    }
+}
+
+/// `len(tenant) tenant`: the key of a tenant's privacy budget, and the prefix of its
+/// idempotency-ledger keys.
+fn dp_tenant_key(scope: &TenantScope) -> Vec<u8> {
+    let t = scope.tenant().as_str().as_bytes();
+    let mut k = Vec::with_capacity(1 + t.len());
+    k.push(t.len() as u8);
+    k.extend_from_slice(t);
+    k
+}
+
+/// Differential-privacy budget and idempotency ledger (see `crate::privacy::budget`).
+impl WriteTxn<'_, '_> {
+    /// ε spent by the caller's tenant, in micro-ε (0 if it never queried).
+    pub fn dp_spent(&self, scope: &TenantScope) -> Result<u64, ChangeError> {
+        match self.txn.get(self.dbs.dp_budget, &dp_tenant_key(scope)) {
+            Ok(v) => Ok(u64::from_be_bytes(
+                v.try_into().map_err(|_| ChangeError::Corrupt("dp_budget"))?,
+            )),
+            Err(lmdb::Error::NotFound) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Set the ε spent by the caller's tenant (micro-ε).
+    pub fn set_dp_spent(&mut self, scope: &TenantScope, micros: u64) -> Result<(), ChangeError> {
+        self.txn.put(
+            self.dbs.dp_budget,
+            &dp_tenant_key(scope),
+            &micros.to_be_bytes(),
+            WriteFlags::empty(),
+        )?;
+        Ok(())
+    }
+
+    /// The idempotency-ledger entry of one of the caller's keys.
+    pub fn dp_idempotency(&self, scope: &TenantScope, key: &str) -> Result<Option<Vec<u8>>, ChangeError> {
+        let mut k = dp_tenant_key(scope);
+        k.extend_from_slice(key.as_bytes());
+        match self.txn.get(self.dbs.dp_idempotency, &k) {
+            Ok(v) => Ok(Some(v.to_vec())),
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Write the idempotency-ledger entry of one of the caller's keys.
+    pub fn put_dp_idempotency(&mut self, scope: &TenantScope, key: &str, entry: &[u8]) -> Result<(), ChangeError> {
+        let mut k = dp_tenant_key(scope);
+        k.extend_from_slice(key.as_bytes());
+        self.txn.put(self.dbs.dp_idempotency, &k, &entry, WriteFlags::empty())?;
+        Ok(())
     }
 }

@@ -106,6 +106,11 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+
+    /// Register a metric owned by another module (e.g. `privacy`); same label rules.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
 }
 
 /// Log to stderr; level from `STRONGROOM_LOG` (default `info`).

@@ -414,6 +414,14 @@ impl TestServer {
         self.spawn_serve();
     }
 
+    /// Set (or replace) an environment variable for the next `serve` (e.g. a config
+    /// override `STRONGROOM_AUDIT__CHECKPOINT_INTERVAL_SECS`).
+    #[allow(dead_code)] // used by tests from time to time; keep it available
+    pub fn set_serve_env(&mut self, key: &str, value: &str) {
+        self.extra_env.retain(|(k, _)| k != key);
+        self.extra_env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Serve again after [`TestServer::stop`].
     pub fn start_again(&mut self) {
         self.spawn_serve();

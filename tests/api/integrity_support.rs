@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use strongroom::audit::{chain_hash, hash_hex, AuditEvent, ChainHash, EVENT_PREFIX, GENESIS_PREV};
 use strongroom_hsm::{MonotonicCounter, TpmConfig, TpmCounter};
 
-use crate::harness::{Resp, TestServer, BIN};
+use crate::harness::{TestServer, BIN};
 
 /// How long detection by a running server may take (verify interval 1 s).
 pub const DETECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -24,6 +24,9 @@ pub const DETECT_TIMEOUT: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------------------
 // Raw LMDB
 // ---------------------------------------------------------------------------------------
+
+/// One raw write: (database, key, `Some(value)` to put or `None` to delete).
+pub type Op = (&'static str, Vec<u8>, Option<Vec<u8>>);
 
 /// Read-write raw access to the data directory's LMDB environment, tolerant of corrupt
 /// events (unlike the harness's readers, which insist on canonical bytes). LMDB lets a
@@ -69,7 +72,7 @@ impl Raw {
     }
 
     /// Apply puts (`Some`) and deletes (`None`) in one write transaction.
-    pub fn write(&self, ops: &[(&str, Vec<u8>, Option<Vec<u8>>)]) {
+    pub fn write(&self, ops: &[Op]) {
         let dbs: Vec<lmdb::Database> = ops.iter().map(|(name, _, _)| self.db(name)).collect();
         let mut txn = self.env.begin_rw_txn().expect("write txn");
         for ((name, key, value), db) in ops.iter().zip(dbs) {
@@ -111,25 +114,10 @@ impl Raw {
         let (counter, note) = self.checkpoints().pop().expect("a stored checkpoint");
         (counter, note_size(&note))
     }
-
-    /// `meta/audit_head` as (next seq, last hash).
-    pub fn head(&self) -> (u64, ChainHash) {
-        let meta = self.entries("meta");
-        let v = &meta
-            .iter()
-            .find(|(k, _)| k == b"audit_head")
-            .expect("audit_head")
-            .1;
-        assert_eq!(v.len(), 40, "audit head is next_seq(8) || hash(32)");
-        (
-            u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
-            v[8..].try_into().expect("32 bytes"),
-        )
-    }
 }
 
 /// The `meta/audit_head` write op for (next seq, last hash).
-pub fn head_op(next: u64, last: &ChainHash) -> (&'static str, Vec<u8>, Option<Vec<u8>>) {
+pub fn head_op(next: u64, last: &ChainHash) -> Op {
     let mut v = next.to_be_bytes().to_vec();
     v.extend_from_slice(last);
     ("meta", b"audit_head".to_vec(), Some(v))
@@ -145,8 +133,7 @@ pub fn note_size(note: &str) -> u64 {
 
 /// Parse canonical event bytes (panics on corrupt ones).
 pub fn event(bytes: &[u8]) -> AuditEvent {
-    AuditEvent::from_bytes(bytes)
-        .unwrap_or_else(|| panic!("not a canonical event: {}", String::from_utf8_lossy(bytes)))
+    AuditEvent::from_bytes(bytes).unwrap_or_else(|| panic!("not a canonical event: {}", String::from_utf8_lossy(bytes)))
 }
 
 /// The event JSON of canonical bytes (tolerant: `Null` if corrupt).
@@ -342,8 +329,9 @@ impl ServeProc {
         }
     }
 
-    /// POST JSON with a bearer token.
-    pub async fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    /// POST JSON with a bearer token: (status, body), or the transport error (the
+    /// process may exit before it answers).
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Result<(u16, Value), String> {
         let r = self
             .client
             .post(format!("{}{path}", self.base))
@@ -351,9 +339,9 @@ impl ServeProc {
             .json(body)
             .send()
             .await
-            .expect("request");
+            .map_err(|e| e.to_string())?;
         let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
     /// SIGTERM (the process decides its exit code).
@@ -408,17 +396,17 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// `GET /metrics` on the metrics listener (plain HTTP).
 pub async fn scrape_metrics(s: &TestServer) -> String {
-    let addr = s.metrics_addr().expect("metrics address");
-    let r = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .expect("scrape metrics");
+    let r = reqwest::get(s.metrics_url()).await.expect("scrape metrics");
     assert_eq!(r.status().as_u16(), 200);
     r.text().await.expect("metrics text")
 }
@@ -444,7 +432,20 @@ pub async fn assert_healthy(s: &TestServer, data_token: &str) {
     let v = verify(s).await;
     assert_eq!(v["chain_verified"], true, "healthy server: {v}");
     assert_eq!(v["failure"], Value::Null, "{v}");
+    assert!(v["tpm_counter"].is_u64(), "{v}");
     assert_eq!(v["tpm_counter"], v["checkpoint"]["tpm_counter"], "{v}");
+    assert_eq!(v["checkpoint"]["tpm_nv_index"], "0x01500016", "{v}");
+    let size = v["checkpoint"]["tree_size"].as_u64().expect("checkpoint tree_size");
+    assert_eq!(v["sealed_through_seq"], size - 1, "{v}");
+    // `head` is the chain hash of the event at `verified_through_seq`.
+    let through = v["verified_through_seq"].as_u64().expect("verified_through_seq");
+    assert!(through + 1 >= size, "the verified prefix covers the checkpoint: {v}");
+    let events = Raw::open(s.data_dir()).events();
+    let at = &events[usize::try_from(through).expect("usize")];
+    assert_eq!(at.0, through);
+    assert_eq!(v["head"], hash_hex(&chain_hash(&at.1)), "{v}");
+    let cp_head = &events[usize::try_from(size - 1).expect("usize")].1;
+    assert_eq!(v["checkpoint"]["chain"], hash_hex(&chain_hash(cp_head)), "{v}");
     let r = s.get("/v1/admin/audit?limit=1", Some(s.operator())).await;
     r.expect(200);
     assert_eq!(r.json["chain_verified"], true, "{}", r.text);
@@ -483,18 +484,28 @@ pub async fn assert_alarm(s: &TestServer, data_token: &str, kind: &str, reason_h
     s.post("/v1/admin/tenants", Some(s.operator()), &json!({"tenant_id": "late"}))
         .await
         .expect_error(503, "integrity_alarm");
-    s.get("/v1/admin/audit/checkpoint", Some(s.operator())).await.expect(200);
+    s.get("/v1/admin/audit/checkpoint", Some(s.operator()))
+        .await
+        .expect(200);
 
     let ready = s.get("/readyz", None).await;
     ready.expect(503);
     assert_eq!(ready.json["checks"]["integrity"], false, "{}", ready.text);
     let why = ready.json["integrity_alarm"].as_str().unwrap_or_default();
-    assert!(why.contains(reason_has), "/readyz should name the alarm: {}", ready.text);
+    assert!(
+        why.contains(reason_has),
+        "/readyz should name the alarm: {}",
+        ready.text
+    );
     if kind == "rollback_detected" {
         assert!(why.contains("rollback"), "/readyz should say rollback: {}", ready.text);
     }
 
-    assert_eq!(alarm_gauge(&scrape_metrics(s).await), Some(1), "strongroom_integrity_alarm");
+    assert_eq!(
+        alarm_gauge(&scrape_metrics(s).await),
+        Some(1),
+        "strongroom_integrity_alarm"
+    );
 
     let events = Raw::open(s.data_dir()).events();
     let found = events_with_action(&events, kind);
@@ -514,9 +525,4 @@ pub async fn assert_alarm(s: &TestServer, data_token: &str, kind: &str, reason_h
 /// Where the test's copies of data directories go.
 pub fn backup_path(s: &TestServer, name: &str) -> PathBuf {
     s.dir().join(format!("backup-{name}"))
-}
-
-/// Ignore a `Resp` deliberately (documentation helper for readability).
-pub fn ok(r: &Resp) -> bool {
-    (200..300).contains(&r.status)
 }
