@@ -162,6 +162,18 @@ impl Ctx {
         err.with_request_id(&self.request_id)
     }
 
+    /// A failed commit → 500. A refused change already wrote this request's event
+    /// (outcome `failed`), so it is not audited twice; any other failure is.
+    pub async fn commit_failed(&self, e: &crate::store::CommitError) -> ApiError {
+        match e {
+            crate::store::CommitError::Refused(..) => {
+                tracing::error!(request_id = %self.request_id, error = %e, "change refused by the store");
+                ApiError::internal().with_request_id(&self.request_id)
+            }
+            e => self.internal(e).await,
+        }
+    }
+
     /// Log an internal error with its cause and return an opaque 500 (audited).
     pub async fn internal(&self, cause: &dyn std::fmt::Display) -> ApiError {
         tracing::error!(request_id = %self.request_id, error = %cause, "internal error");

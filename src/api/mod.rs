@@ -148,8 +148,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("no such endpoint"))
+/// Unknown paths and methods. Under `/v1` the request is authenticated and audited
+/// like any other (SPEC §5: every request leaves an event); elsewhere a plain 404.
+async fn not_found(req: actix_web::HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !req.path().starts_with("/v1/") {
+        return Err(ApiError::not_found("no such endpoint"));
+    }
+    let mut ctx = ctx::Ctx::new(&req, &state, crate::audit::Action::DataAccess, "endpoint:unknown".to_owned());
+    ctx.authenticate(&req).await?;
+    let path: String = req.path().chars().take(200).collect();
+    let message = format!("no such endpoint: {} {path}", req.method());
+    Err(ctx.reject(ApiError::not_found(message)).await)
 }
 
 /// Build the HTTPS server (not yet started). Returns it with its bound address.

@@ -103,7 +103,7 @@ pub async fn create(
                 CommitError::Refused(ChangeError::Conflict(m), _) => {
                     ApiError::conflict(m).with_request_id(&ctx.request_id)
                 }
-                e => ctx.internal(&e).await,
+                e => ctx.commit_failed(&e).await,
             })
         }
     }

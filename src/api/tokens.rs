@@ -146,7 +146,7 @@ pub async fn create(
             "expires_at": expires_at,
             })))
         }
-        Err(e) => Err(ctx.internal(&e).await),
+        Err(e) => Err(ctx.commit_failed(&e).await),
     }
 }
 
@@ -199,6 +199,6 @@ pub async fn revoke(
         Err(CommitError::Refused(ChangeError::NotFound(m), _)) => {
             Err(ApiError::not_found(m).with_request_id(&ctx.request_id))
         }
-        Err(e) => Err(ctx.internal(&e).await),
+        Err(e) => Err(ctx.commit_failed(&e).await),
     }
 }
