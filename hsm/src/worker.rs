@@ -98,8 +98,8 @@ impl<B: ?Sized + 'static> HsmWorker<B> {
         Ok(Self { jobs })
     }
 
-    /// Run `f` on the worker thread and await its result.
-    pub async fn call<R, F>(&self, f: F) -> Result<R, HsmError>
+    /// Queue `f` for the worker thread; the receiver yields its result.
+    fn submit<R, F>(&self, f: F) -> Result<tokio::sync::oneshot::Receiver<R>, HsmError>
     where
         R: Send + 'static,
         F: FnOnce(&mut B) -> R + Send + 'static,
@@ -110,7 +110,16 @@ impl<B: ?Sized + 'static> HsmWorker<B> {
                 let _ = tx.send(f(b));
             }))
             .map_err(|_| HsmError::WorkerGone)?;
-        rx.await.map_err(|_| HsmError::WorkerGone)
+        Ok(rx)
+    }
+
+    /// Run `f` on the worker thread and await its result.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, HsmError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut B) -> R + Send + 'static,
+    {
+        self.submit(f)?.await.map_err(|_| HsmError::WorkerGone)
     }
 
     /// Run `f` on the worker thread and block the calling thread for its result.
@@ -120,12 +129,6 @@ impl<B: ?Sized + 'static> HsmWorker<B> {
         R: Send + 'static,
         F: FnOnce(&mut B) -> R + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Box::new(move |b: &mut B| {
-                let _ = tx.send(f(b));
-            }))
-            .map_err(|_| HsmError::WorkerGone)?;
-        rx.blocking_recv().map_err(|_| HsmError::WorkerGone)
+        self.submit(f)?.blocking_recv().map_err(|_| HsmError::WorkerGone)
     }
 }

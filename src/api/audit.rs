@@ -8,12 +8,12 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::{page_limit, time_param};
 use super::ctx::Ctx;
 use super::error::ApiError;
 use super::AppState;
 use crate::audit::{chain_hash, hash_hex, Action, AuditEvent};
 use crate::auth::{AnyScope, Authorized, Permission};
-use crate::records::parse_timestamp;
 use crate::store::AuditFilter;
 
 /// Default and maximum page size.
@@ -53,29 +53,9 @@ fn to_secs(nanos: u64) -> u64 {
 }
 
 fn parse_query(q: AuditQuery, scope: &AnyScope) -> Result<AuditFilter, ApiError> {
-    let start = q
-        .start
-        .as_deref()
-        .map(parse_timestamp)
-        .transpose()
-        .map_err(ApiError::invalid)?;
-    let end = q
-        .end
-        .as_deref()
-        .map(parse_timestamp)
-        .transpose()
-        .map_err(ApiError::invalid)?;
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid(format!(
-                    "limit must be an integer from 1 to {MAX_LIMIT}"
-                )))
-            }
-        },
-    };
+    let start = time_param(q.start.as_deref())?;
+    let end = time_param(q.end.as_deref())?;
+    let limit = page_limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     if let Some(a) = &q.action {
         if serde_json::from_value::<Action>(Value::String(a.clone())).is_err() {
             return Err(ApiError::invalid(format!("unknown action {a:?}")));

@@ -1,5 +1,6 @@
-//! Request bodies: size-limited (413) and strictly parsed (400 naming the problem;
-//! unknown fields are refused by `deny_unknown_fields` on every body type).
+//! Request input: bodies size-limited (413) and strictly parsed (400 naming the problem;
+//! unknown fields are refused by `deny_unknown_fields` on every body type), and the
+//! query parameters several endpoints share (`limit`, time bounds).
 
 use actix_web::web;
 use futures_util::StreamExt;
@@ -24,4 +25,22 @@ pub async fn read_json<T: DeserializeOwned>(mut payload: web::Payload, limit: us
         return Err(ApiError::invalid("request body is empty; expected JSON"));
     }
     serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// Parse a `limit` query parameter: absent → `default`, else an integer in `1..=max`.
+pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid(format!("limit must be an integer from 1 to {max}"))),
+        },
+    }
+}
+
+/// Parse an optional RFC 3339 time parameter into Unix nanoseconds.
+pub fn time_param(raw: Option<&str>) -> Result<Option<u64>, ApiError> {
+    raw.map(crate::records::parse_timestamp)
+        .transpose()
+        .map_err(ApiError::invalid)
 }

@@ -154,7 +154,12 @@ async fn not_found(req: actix_web::HttpRequest, state: web::Data<AppState>) -> R
     if !req.path().starts_with("/v1/") {
         return Err(ApiError::not_found("no such endpoint"));
     }
-    let mut ctx = ctx::Ctx::new(&req, &state, crate::audit::Action::DataAccess, "endpoint:unknown".to_owned());
+    let mut ctx = ctx::Ctx::new(
+        &req,
+        &state,
+        crate::audit::Action::DataAccess,
+        "endpoint:unknown".to_owned(),
+    );
     ctx.authenticate(&req).await?;
     let path: String = req.path().chars().take(200).collect();
     let message = format!("no such endpoint: {} {path}", req.method());

@@ -5,7 +5,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::body::read_json;
+use super::body::{page_limit, read_json, time_param};
 use super::ctx::{resource_id, Ctx};
 use super::error::ApiError;
 use super::AppState;
@@ -13,7 +13,7 @@ use crate::audit::Action;
 use crate::auth::Permission;
 use crate::domain::{EntityId, RecordId};
 use crate::keys::KeyError;
-use crate::records::{parse_timestamp, ListParams, RecordList, RecordsError, WriteBatch, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::records::{ListParams, RecordList, RecordsError, WriteBatch, DEFAULT_LIMIT, MAX_LIMIT};
 
 async fn map_err(ctx: &Ctx, e: RecordsError) -> ApiError {
     match e {
@@ -114,31 +114,9 @@ pub struct ListQuery {
 }
 
 fn parse_list(q: ListQuery) -> Result<ListParams, ApiError> {
-    let start = q
-        .start
-        .as_deref()
-        .map(parse_timestamp)
-        .transpose()
-        .map_err(ApiError::invalid)?
-        .unwrap_or(0);
-    let end = q
-        .end
-        .as_deref()
-        .map(parse_timestamp)
-        .transpose()
-        .map_err(ApiError::invalid)?
-        .unwrap_or(u64::MAX);
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid(format!(
-                    "limit must be an integer from 1 to {MAX_LIMIT}"
-                )))
-            }
-        },
-    };
+    let start = time_param(q.start.as_deref())?.unwrap_or(0);
+    let end = time_param(q.end.as_deref())?.unwrap_or(u64::MAX);
+    let limit = page_limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     Ok(ListParams {
         start,

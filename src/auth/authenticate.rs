@@ -41,7 +41,11 @@ pub fn authenticate(
     authorization: Option<&str>,
 ) -> Result<Result<Principal, AuthFailure>, StoreError> {
     let Some(token) = authorization
-        .and_then(|h| h.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t))
+        .and_then(|h| {
+            h.split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t)
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty())
     else {
