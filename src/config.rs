@@ -156,11 +156,30 @@ impl Default for AuditConfig {
 pub struct PrivacyConfig {
     /// Total ε per tenant.
     #[serde(default = "default_budget")]
+    #[serde(deserialize_with = "decimal_text")]
     pub tenant_epsilon_budget: String,
     /// Maximum ε per query.
     #[serde(default = "default_query_cap")]
+    #[serde(deserialize_with = "decimal_text")]
     pub max_query_epsilon: String,
 }
+/// A decimal kept as text (parsed exactly where used); accepts a TOML string or number,
+/// so `STRONGROOM_PRIVACY__TENANT_EPSILON_BUDGET=10.0` works like `"10.0"` in the file.
+fn decimal_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        I(i64),
+        F(f64),
+    }
+    Ok(match Text::deserialize(d)? {
+        Text::S(s) => s,
+        Text::I(i) => i.to_string(),
+        Text::F(f) => f.to_string(),
+    })
+}
+
 fn default_budget() -> String {
     "10.0".to_owned()
 }
@@ -363,6 +382,9 @@ nv_index = 0x01500016
             ("STRONGROOM_TEST_FAULT".to_owned(), "after_checkpoint_commit".to_owned()),
         ];
         let c = Config::from_toml_with_env(BASE, Path::new("x"), env.into_iter()).unwrap();
+        let eps = vec![("STRONGROOM_PRIVACY__TENANT_EPSILON_BUDGET".to_owned(), "12.5".to_owned())];
+        let p = Config::from_toml_with_env(BASE, Path::new("x"), eps.into_iter()).unwrap();
+        assert_eq!(p.privacy.tenant_epsilon_budget, "12.5");
         assert_eq!(c.hsm.pin_file, PathBuf::from("/run/pin"));
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.tpm.nv_index, 0x0150_0017);

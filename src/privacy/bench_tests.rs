@@ -131,7 +131,7 @@ fn query_latency_over_100k_records() {
         bins: Vec::new(),
     };
     let eps = Epsilon::parse_positive("0.5").unwrap();
-    let mut private = |kind: Kind, k: u32| {
+    let private = |kind: Kind, k: u32| {
         let plan = Plan::new(query(kind, k), eps).unwrap();
         time(5, || {
             let mut opened = 0;
