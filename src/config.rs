@@ -382,7 +382,10 @@ nv_index = 0x01500016
             ("STRONGROOM_TEST_FAULT".to_owned(), "after_checkpoint_commit".to_owned()),
         ];
         let c = Config::from_toml_with_env(BASE, Path::new("x"), env.into_iter()).unwrap();
-        let eps = vec![("STRONGROOM_PRIVACY__TENANT_EPSILON_BUDGET".to_owned(), "12.5".to_owned())];
+        let eps = vec![(
+            "STRONGROOM_PRIVACY__TENANT_EPSILON_BUDGET".to_owned(),
+            "12.5".to_owned(),
+        )];
         let p = Config::from_toml_with_env(BASE, Path::new("x"), eps.into_iter()).unwrap();
         assert_eq!(p.privacy.tenant_epsilon_budget, "12.5");
         assert_eq!(c.hsm.pin_file, PathBuf::from("/run/pin"));
