@@ -141,7 +141,8 @@ impl Ctx {
         self.commit_refusal(ev, err).await
     }
 
-    /// Audit a cross-tenant probe (answered 404, logged `access_denied`).
+    /// Audit a cross-tenant probe (answered 404, logged `access_denied`). The event is a
+    /// system event (see [`hide_from_caller_tenant`]).
     pub async fn reject_cross_tenant(&self, err: ApiError) -> ApiError {
         let mut ev = self
             .event()
@@ -150,6 +151,7 @@ impl Ctx {
         ev = ev.detail("reason", "entity_in_other_tenant");
         ev.action = Action::AccessDenied;
         ev.outcome = Outcome::Denied;
+        hide_from_caller_tenant(&mut ev);
         self.commit_refusal(ev, err).await
     }
 
@@ -186,4 +188,14 @@ fn action_name(a: Action) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// A cross-tenant probe's event must not be readable by the probing tenant: its own audit
+/// log would otherwise tell it that another tenant uses the entity id (SPEC §5: existence
+/// is not leaked). It becomes a system event (operators see it) naming the caller's
+/// tenant in `details.caller_tenant`.
+pub fn hide_from_caller_tenant(ev: &mut PendingEvent) {
+    if let Some(t) = ev.tenant_id.take() {
+        ev.details.insert("caller_tenant".into(), t.as_str().into());
+    }
 }

@@ -342,6 +342,8 @@ impl RecordService {
         if cross_tenant {
             event.action = Action::AccessDenied;
             event.outcome = Outcome::Denied;
+            event = event.detail("reason", "entity_in_other_tenant");
+            crate::api::ctx::hide_from_caller_tenant(&mut event);
         }
         self.store.record(event).await.map_err(RecordsError::Commit)?;
         Ok((out, page.next, cross_tenant))

@@ -31,7 +31,9 @@ async fn tenants_cannot_see_or_touch_each_others_records() {
     r.expect_error(404, "not_found");
     assert!(!r.text.contains("zq-b-only"), "{}", r.text);
     let e = s.expect_event(&r, "access_denied", "denied");
-    assert_eq!(e.event.tenant_id.as_deref(), Some("tenant-a"));
+    // A system event: tenant A's own audit view must not reveal that B uses the id.
+    assert_eq!(e.event.tenant_id, None);
+    assert_eq!(e.event.details["caller_tenant"], "tenant-a");
     assert_eq!(e.event.resource, "entity:shared-e/record:r1");
     let missing = s.get("/v1/entities/no-such-entity/records/r1", Some(&a)).await;
     missing.expect_error(404, "not_found");
@@ -45,7 +47,9 @@ async fn tenants_cannot_see_or_touch_each_others_records() {
     r.expect(200);
     assert_eq!(r.json, json!({"records": [], "next_cursor": null}));
     let e = s.expect_event(&r, "access_denied", "denied");
-    assert_eq!(e.event.tenant_id.as_deref(), Some("tenant-a"));
+    // A system event: tenant A's own audit view must not reveal that B uses the id.
+    assert_eq!(e.event.tenant_id, None);
+    assert_eq!(e.event.details["caller_tenant"], "tenant-a");
     let r = s
         .get(
             "/v1/entities/shared-e/records?start=2025-01-01T00:00:00Z&limit=1000",
