@@ -52,7 +52,13 @@ fn to_secs(nanos: u64) -> u64 {
     nanos / 1_000_000_000
 }
 
-fn parse_query(q: AuditQuery, scope: &AnyScope) -> Result<AuditFilter, ApiError> {
+fn parse_query(mut q: AuditQuery, scope: &AnyScope) -> Result<AuditFilter, ApiError> {
+    // SPEC's `?start=&end=&action=...` templates: an empty parameter is an absent one.
+    for field in [&mut q.action, &mut q.actor, &mut q.resource] {
+        if field.as_deref() == Some("") {
+            *field = None;
+        }
+    }
     let start = time_param(q.start.as_deref())?;
     let end = time_param(q.end.as_deref())?;
     let limit = page_limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
@@ -61,7 +67,7 @@ fn parse_query(q: AuditQuery, scope: &AnyScope) -> Result<AuditFilter, ApiError>
             return Err(ApiError::invalid(format!("unknown action {a:?}")));
         }
     }
-    let after_seq = match q.cursor.as_deref() {
+    let after_seq = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
         Some(c) => {
             let b = URL_SAFE_NO_PAD
@@ -208,7 +214,7 @@ pub async fn public_key(req: HttpRequest, state: web::Data<AppState>) -> Result<
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
-    from_seq: Option<u64>,
+    from_seq: Option<String>,
 }
 
 /// `GET /v1/admin/audit/export?from_seq=` — operators only; one canonical event JSON a
@@ -220,7 +226,20 @@ pub async fn export(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
         return Err(ctx.deny(d).await);
     }
     let from = match web::Query::<ExportQuery>::from_query(req.query_string()) {
-        Ok(q) => q.from_seq.unwrap_or(0),
+        Ok(q) => match q
+            .from_seq
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .map(str::parse::<u64>)
+            .transpose()
+        {
+            Ok(from) => from.unwrap_or(0),
+            Err(_) => {
+                return Err(ctx
+                    .reject(ApiError::invalid("from_seq must be a non-negative integer"))
+                    .await)
+            }
+        },
         Err(e) => return Err(ctx.reject(ApiError::invalid(format!("invalid query: {e}"))).await),
     };
     let mut out = Vec::new();

@@ -27,9 +27,9 @@ pub async fn read_json<T: DeserializeOwned>(mut payload: web::Payload, limit: us
     serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
-/// Parse a `limit` query parameter: absent → `default`, else an integer in `1..=max`.
+/// Parse a `limit` query parameter: absent or empty (`limit=`) → `default`, else an integer in `1..=max`.
 pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
-    match raw {
+    match raw.filter(|r| !r.is_empty()) {
         None => Ok(default),
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
@@ -38,9 +38,11 @@ pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize
     }
 }
 
-/// Parse an optional RFC 3339 time parameter into Unix nanoseconds.
+/// Parse an optional RFC 3339 time parameter into Unix nanoseconds (empty = absent, as
+/// in SPEC's `?start=&end=` templates).
 pub fn time_param(raw: Option<&str>) -> Result<Option<u64>, ApiError> {
-    raw.map(crate::records::parse_timestamp)
+    raw.filter(|r| !r.is_empty())
+        .map(crate::records::parse_timestamp)
         .transpose()
         .map_err(ApiError::invalid)
 }

@@ -141,18 +141,18 @@ impl Ctx {
         self.commit_refusal(ev, err).await
     }
 
-    /// Audit a cross-tenant probe (answered 404, logged `access_denied`). The event is a
-    /// system event (see [`hide_from_caller_tenant`]).
-    pub async fn reject_cross_tenant(&self, err: ApiError) -> ApiError {
+    /// A 404 for a record or entity of the caller's tenant. Audited as `access_denied`
+    /// (outcome `denied`) whether or not another tenant uses the id: the answer and the
+    /// caller's own audit view are the same either way, so neither reveals another
+    /// tenant's entities (SPEC §5, §9).
+    pub async fn reject_not_found(&self) -> ApiError {
         let mut ev = self
             .event()
-            .detail("error", err.code)
+            .detail("error", "not_found")
             .detail("attempted", action_name(self.action));
-        ev = ev.detail("reason", "entity_in_other_tenant");
         ev.action = Action::AccessDenied;
         ev.outcome = Outcome::Denied;
-        hide_from_caller_tenant(&mut ev);
-        self.commit_refusal(ev, err).await
+        self.commit_refusal(ev, ApiError::not_found("not found")).await
     }
 
     async fn commit_refusal(&self, ev: PendingEvent, err: ApiError) -> ApiError {
@@ -188,14 +188,4 @@ fn action_name(a: Action) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-/// A cross-tenant probe's event must not be readable by the probing tenant: its own audit
-/// log would otherwise tell it that another tenant uses the entity id (SPEC §5: existence
-/// is not leaked). It becomes a system event (operators see it) naming the caller's
-/// tenant in `details.caller_tenant`.
-pub fn hide_from_caller_tenant(ev: &mut PendingEvent) {
-    if let Some(t) = ev.tenant_id.take() {
-        ev.details.insert("caller_tenant".into(), t.as_str().into());
-    }
 }

@@ -35,10 +35,8 @@ pub async fn erase(
     };
     match state.erasure.erase(&auth, &entity, ctx.event()).await {
         Ok(report) => Ok(HttpResponse::Ok().json(report)),
-        Err(ErasureError::NotFound { cross_tenant: true }) => {
-            Err(ctx.reject_cross_tenant(ApiError::not_found("not found")).await)
-        }
-        Err(ErasureError::NotFound { cross_tenant: false }) => Err(ctx.reject(ApiError::not_found("not found")).await),
+        Err(ErasureError::NotFound) => Err(ctx.reject_not_found().await),
+        Err(ErasureError::Commit(e)) => Err(ctx.commit_failed(&e).await),
         Err(e) => Err(ctx.internal(&e).await),
     }
 }

@@ -18,10 +18,7 @@ use crate::records::{ListParams, RecordList, RecordsError, WriteBatch, DEFAULT_L
 async fn map_err(ctx: &Ctx, e: RecordsError) -> ApiError {
     match e {
         RecordsError::Invalid(m) => ctx.reject(ApiError::invalid(m)).await,
-        RecordsError::NotFound { cross_tenant: true } => {
-            ctx.reject_cross_tenant(ApiError::not_found("not found")).await
-        }
-        RecordsError::NotFound { cross_tenant: false } => ctx.reject(ApiError::not_found("not found")).await,
+        RecordsError::NotFound => ctx.reject_not_found().await,
         // Only made from a change the writer refused: its event (outcome `failed`) is
         // already durable, so answer without recording a second one.
         RecordsError::Conflict(m) => ApiError::conflict(m).with_request_id(&ctx.request_id),
@@ -117,7 +114,12 @@ fn parse_list(q: ListQuery) -> Result<ListParams, ApiError> {
     let start = time_param(q.start.as_deref())?.unwrap_or(0);
     let end = time_param(q.end.as_deref())?.unwrap_or(u64::MAX);
     let limit = page_limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = q
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(decode_cursor)
+        .transpose()?;
     Ok(ListParams {
         start,
         end,
@@ -172,7 +174,7 @@ pub async fn list(
         Err(e) => return Err(ctx.reject(ApiError::invalid(format!("invalid query: {e}"))).await),
     };
     match state.records.list(&auth, &entity, params, ctx.event()).await {
-        Ok((records, next, _)) => Ok(HttpResponse::Ok().json(RecordList {
+        Ok((records, next)) => Ok(HttpResponse::Ok().json(RecordList {
             records,
             next_cursor: next.map(|(ts, id)| encode_cursor(ts, &id)),
         })),

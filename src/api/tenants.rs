@@ -2,7 +2,9 @@
 //!
 //! Creating a tenant follows "undo half-finished key work": generate the KEK in the HSM,
 //! then commit the tenant + its `tenant_create` event; if the commit fails, destroy the
-//! KEK. Creations are serialised so a retry can never destroy another request's key.
+//! KEK we just made. A key that already exists under the label is never destroyed or
+//! adopted (409): it may belong to another appliance sharing the token. Creations are
+//! serialised.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -63,17 +65,15 @@ pub async fn create(
     let scope = auth.scope();
     match state.keys.create_kek(scope, &tenant, version).await {
         Ok(()) => {}
-        Err(KeyError::Hsm(strongroom_hsm::HsmError::KeyExists(_))) => {
-            // An orphan from an interrupted creation (no tenant record refers to it).
-            tracing::warn!(%tenant, "replacing orphaned KEK left by an interrupted tenant creation");
-            let replaced = match state.keys.destroy_kek(scope, &tenant, version).await {
-                Ok(()) => state.keys.create_kek(scope, &tenant, version).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = replaced {
-                tracing::error!(request_id = %ctx.request_id, error = %e, "KEK creation failed");
-                return Err(ctx.reject(ApiError::backend_unavailable()).await);
-            }
+        Err(KeyError::Hsm(strongroom_hsm::HsmError::KeyExists(label))) => {
+            // Never destroy a key we cannot prove is ours: it may belong to another
+            // appliance sharing the token, or be an orphan of an interrupted creation.
+            tracing::error!(%tenant, %label, "the HSM already holds this tenant's KEK label");
+            return Err(ctx
+                .reject(ApiError::conflict(format!(
+                    "the HSM already holds a key labelled {label} (another appliance on this token, or an interrupted creation); an operator must inspect and remove it"
+                )))
+                .await);
         }
         Err(e) => {
             tracing::error!(request_id = %ctx.request_id, error = %e, "KEK creation failed");
@@ -84,6 +84,8 @@ pub async fn create(
         tenant_id: tenant.clone(),
         key_version: version,
         created_at: rfc3339(state.clock.now()),
+        pending_version: None,
+        rotation_required: false,
         rotation_started_at: None,
         retired: Vec::new(),
     };
@@ -153,6 +155,11 @@ pub async fn rotate(
         }
         Err(RotationError::NotFound) => Err(ctx
             .reject(ApiError::not_found(format!("tenant {tenant} not found")))
+            .await),
+        Err(RotationError::ForeignKey(label)) => Err(ctx
+            .reject(ApiError::conflict(format!(
+                "the HSM already holds a key labelled {label} that this appliance did not create; an operator must inspect it"
+            )))
             .await),
         Err(RotationError::Key(e)) => {
             tracing::error!(request_id = %ctx.request_id, error = %e, "rotation: HSM failure");

@@ -42,6 +42,17 @@ fn check_grant(creator: &Principal, req: &CreateToken) -> Result<(), ApiError> {
     if req.permissions.is_empty() {
         return Err(ApiError::invalid("permissions must not be empty"));
     }
+    // Actor names the appliance uses for itself cannot be minted, so audit events by
+    // `system:*` are the appliance's own; `operator:*` names belong to operator tokens.
+    let actor = req.actor.as_str();
+    if actor.starts_with("system:") || actor == "system" || actor == "anonymous" {
+        return Err(ApiError::invalid(format!(
+            "actor {actor} is reserved for the appliance"
+        )));
+    }
+    if req.tenant_id.is_some() && actor.starts_with("operator:") {
+        return Err(ApiError::invalid("operator:* actors are for operator tokens"));
+    }
     match (&req.tenant_id, creator.kind()) {
         (None, TokenKind::Operator) => {
             if let Some(p) = req.permissions.iter().find(|p| p.tenant_only()) {
@@ -109,6 +120,10 @@ pub async fn create(
         }
     }
     let now = state.clock.now();
+    // A token never outlives the token that made it.
+    let ttl = ttl
+        .min(principal.expires_at().saturating_sub(now.unix_timestamp()))
+        .max(0);
     let minted = mint();
     ctx.resource = format!("token:{}", minted.token_id);
     let record = TokenRecord {
@@ -120,7 +135,8 @@ pub async fn create(
         expires_at: now.unix_timestamp() + ttl,
         revoked_at: None,
     };
-    let expires_at = rfc3339(now + time::Duration::seconds(ttl));
+    // From the stored value (whole seconds), so what is shown is what is enforced.
+    let expires_at = rfc3339(time::OffsetDateTime::from_unix_timestamp(record.expires_at).unwrap_or(now));
     let perms: Vec<&str> = record.permissions.iter().map(|p| p.as_str()).collect();
     let mut event = ctx
         .event()
@@ -186,6 +202,29 @@ pub async fn revoke(
             .await);
     }
     let at = state.clock.now().unix_timestamp();
+    if let Some(t) = target.as_ref().filter(|t| t.tenant_id.is_none()) {
+        // Operator tokens: no revoking a more powerful one, and never the last one that
+        // can manage tokens (nothing could make a new one: init runs once).
+        if let Some(p) = t.permissions.iter().find(|p| !principal.has(**p)) {
+            return Err(ctx
+                .reject(ApiError::forbidden(format!(
+                    "cannot revoke a token holding {} which this token lacks",
+                    p.as_str()
+                )))
+                .await);
+        }
+        let admins = match state.store.read().and_then(|txn| txn.active_token_admins(at)) {
+            Ok(ids) => ids,
+            Err(e) => return Err(ctx.internal(&e).await),
+        };
+        if admins.len() == 1 && admins[0] == t.token_id {
+            return Err(ctx
+                .reject(ApiError::conflict(
+                    "this is the last operator token able to manage tokens; create another one first",
+                ))
+                .await);
+        }
+    }
     let mut event = ctx.event();
     if let Some(t) = target.and_then(|t| t.tenant_id) {
         event = event.tenant(Some(t));
@@ -195,7 +234,11 @@ pub async fn revoke(
         .commit(event, move |txn, _| txn.revoke_token(&token_id, at))
         .await
     {
-        Ok(_) => Ok(HttpResponse::NoContent().finish()),
+        Ok(_) => {
+            // Losing a revocation to a restored backup would revive the token: seal soon.
+            state.integrity.critical_event();
+            Ok(HttpResponse::NoContent().finish())
+        }
         Err(CommitError::Refused(ChangeError::NotFound(m), _)) => {
             Err(ApiError::not_found(m).with_request_id(&ctx.request_id))
         }

@@ -81,6 +81,9 @@ struct SealState {
     /// Events covered by it.
     size: u64,
     last_seal: Instant,
+    /// The checkpoint `counter` is committed but the TPM increment failed: finish it
+    /// before anything else (the TPM is then one behind, the crash state of §7).
+    increment_pending: bool,
 }
 
 /// The integrity service.
@@ -149,6 +152,7 @@ impl Integrity {
                 counter: 0,
                 size: 0,
                 last_seal: Instant::now(),
+                increment_pending: false,
             }),
             alarm,
             critical: tokio::sync::Notify::new(),
@@ -214,52 +218,63 @@ impl Integrity {
     /// `serve`: the start-up rollback check and a full verification. Raises the alarm
     /// on any inconsistency.
     pub async fn startup(&self) -> Result<StartupCheck, String> {
+        // Any failure here — including a store that cannot be read — is an alarm: a check
+        // that cannot run must never count as a check that passed.
+        match self.startup_checks().await {
+            Ok(check) => Ok(check),
+            Err((action, why)) => self.refuse(action, &why).await,
+        }
+    }
+
+    async fn startup_checks(&self) -> Result<StartupCheck, (Action, String)> {
+        let rollback = |why: String| (Action::RollbackDetected, why);
+        let tamper = |why: String| (Action::ChainVerifyFailed, why);
         let latest = self
             .store
             .read()
             .and_then(|t| t.latest_checkpoint())
-            .map_err(|e| e.to_string());
-        let stored = match latest {
-            Ok(Some((counter, _))) => counter,
-            Ok(None) => {
-                return self
-                    .refuse(Action::RollbackDetected, "no sealed checkpoint in the data directory")
-                    .await
-            }
-            Err(e) => return Err(e),
+            .map_err(|e| tamper(format!("cannot read the newest checkpoint: {e}")))?;
+        let Some((stored, note)) = latest else {
+            return Err(rollback("no sealed checkpoint in the data directory".into()));
         };
-        let tpm = match self.tpm_read().await {
-            Ok(t) => t,
-            Err(e) => {
-                return self
-                    .refuse(Action::RollbackDetected, &format!("TPM counter check failed: {e}"))
-                    .await
+        // Trust the stored counter only if the note under it is ours and says so: a junk
+        // entry must not make us advance the TPM.
+        match Checkpoint::parse_verified(&note, &self.public_key) {
+            Ok(cp) if cp.counter == stored && cp.origin == self.origin && cp.nv_index == self.nv_index => {}
+            Ok(_) => {
+                return Err(tamper(format!(
+                    "checkpoint {stored} does not match its key, origin or TPM index"
+                )))
             }
-        };
+            Err(e) => return Err(tamper(format!("checkpoint {stored}: {e}"))),
+        }
+        let tpm = self
+            .tpm_read()
+            .await
+            .map_err(|e| rollback(format!("TPM counter check failed: {e}")))?;
         let outcome = if stored == tpm {
             StartupCheck::Consistent
         } else if stored == tpm + 1 {
             tracing::warn!(stored, tpm, "finishing a TPM increment interrupted by a crash");
-            self.tpm_increment().await?;
+            self.tpm_increment()
+                .await
+                .map_err(|e| rollback(format!("cannot finish the TPM increment: {e}")))?;
             StartupCheck::FinishedIncrement
         } else if stored < tpm {
-            let why = format!(
+            return Err(rollback(format!(
                 "rollback detected: the newest checkpoint is sealed to TPM counter {stored} but the TPM is at {tpm} (an older copy of the data directory was restored, or checkpoints were removed)"
-            );
-            return self.refuse(Action::RollbackDetected, &why).await;
+            )));
         } else {
-            let why = format!("TPM anchor mismatch: stored counter {stored} is ahead of the TPM ({tpm}); the TPM or its NV index was replaced");
-            return self.refuse(Action::RollbackDetected, &why).await;
+            return Err(rollback(format!(
+                "TPM anchor mismatch: stored counter {stored} is ahead of the TPM ({tpm}); the TPM or its NV index was replaced"
+            )));
         };
         let verifier = self.verifier.clone();
         let sweep = tokio::task::spawn_blocking(move || verifier.full_sweep())
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        let prefix = match sweep {
-            Ok(p) => p,
-            Err(f) => return self.refuse(Action::ChainVerifyFailed, &f.to_string()).await,
-        };
+            .map_err(|e| tamper(format!("verifier task failed: {e}")))?
+            .map_err(|e| tamper(format!("cannot read the audit log: {e}")))?;
+        let prefix = sweep.map_err(|f| tamper(f.to_string()))?;
         let mut st = self.seal.lock().await;
         st.counter = stored;
         st.size = self.verifier.latest_checkpoint().map_or(0, |(_, cp)| cp.size);
@@ -288,6 +303,10 @@ impl Integrity {
         let mut st = self.seal.lock().await;
         if let Some(why) = self.alarm.reason() {
             return Err(format!("not sealing under an integrity alarm: {why}"));
+        }
+        if st.increment_pending {
+            self.finish_increment(st.counter).await?;
+            st.increment_pending = false;
         }
         let verifier = self.verifier.clone();
         let prefix = tokio::task::spawn_blocking(move || verifier.verify_new())
@@ -333,17 +352,28 @@ impl Integrity {
             .await
             .map_err(|e| format!("cannot store checkpoint {counter}: {e}"))?;
         inject_fault("after_checkpoint_commit");
-        let now = self.tpm_increment().await?;
+        st.counter = counter;
+        st.increment_pending = true;
+        self.finish_increment(counter).await?;
+        st.increment_pending = false;
+        st.size = prefix.size;
+        st.last_seal = Instant::now();
+        tracing::info!(counter, size = prefix.size, reason, "checkpoint sealed");
+        Ok(Some(counter))
+    }
+
+    /// Bring the TPM to `counter` (one increment); anything else is an alarm.
+    async fn finish_increment(&self, counter: u64) -> Result<(), String> {
+        let now = self
+            .tpm_increment()
+            .await
+            .map_err(|e| format!("TPM increment to {counter} failed: {e}"))?;
         if now != counter {
             let why = format!("TPM counter is {now} after sealing checkpoint {counter}: someone else increments it");
             self.raise(Action::RollbackDetected, &why).await;
             return Err(why);
         }
-        st.counter = counter;
-        st.size = prefix.size;
-        st.last_seal = Instant::now();
-        tracing::info!(counter, size = prefix.size, reason, "checkpoint sealed");
-        Ok(Some(counter))
+        Ok(())
     }
 
     /// Ask for a seal soon (security-critical event), rate limited by `min_interval`.
@@ -400,7 +430,13 @@ impl Integrity {
                 .await;
                 match result {
                     Ok(Ok(Err(f))) => me.raise(Action::ChainVerifyFailed, &f.to_string()).await,
-                    Ok(Err(e)) => tracing::error!(error = %e, "verifier cannot read the store"),
+                    Ok(Err(e)) => {
+                        me.raise(
+                            Action::ChainVerifyFailed,
+                            &format!("verifier cannot read the audit log: {e}"),
+                        )
+                        .await
+                    }
                     Err(e) => tracing::error!(error = %e, "verifier task failed"),
                     Ok(Ok(Ok(_))) => {}
                 }

@@ -20,8 +20,17 @@ pub struct Report {
     pub head: Option<ChainHash>,
     /// The checkpoint that matched, if one was given.
     pub checkpoint: Option<Checkpoint>,
-    /// Whether the checkpoint's signature was verified (a verifier key was given).
-    pub signature_checked: bool,
+    /// The key the checkpoint's signature was verified with, and where it came from.
+    pub key: Option<(String, KeySource)>,
+}
+
+/// Where the checkpoint verifier key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// `--public-key`, obtained out of band.
+    Given,
+    /// The export's genesis event (self-certified: compare it with the published key).
+    Genesis,
 }
 
 fn fail(seq: Option<u64>, reason: impl Into<String>) -> VerifyFailure {
@@ -31,15 +40,43 @@ fn fail(seq: Option<u64>, reason: impl Into<String>) -> VerifyFailure {
     }
 }
 
+/// The verifier key named by the export's genesis event (`details.signing_public_key`,
+/// origin `strongroom/<details.appliance_id>`), as a C2SP verifier key string.
+pub fn genesis_verifier_key(export: &str) -> Option<String> {
+    let first = export.split_terminator('\n').next()?;
+    let genesis: serde_json::Value = serde_json::from_str(first).ok()?;
+    let details = genesis.get("details")?;
+    let key: [u8; 32] = hex::decode(details.get("signing_public_key")?.as_str()?)
+        .ok()?
+        .try_into()
+        .ok()?;
+    let id = details.get("appliance_id")?.as_str()?;
+    Some(super::checkpoint::verifier_key(&format!("strongroom/{id}"), &key))
+}
+
 /// Verify `export` (NDJSON, one canonical event JSON a line, starting at seq 0) and,
-/// when given, a checkpoint note — its signature too when the verifier key `vkey` is given.
+/// when given, a checkpoint note and its signature: by the verifier key `vkey` when
+/// given (obtained out of band: the only proof against a server that rewrote
+/// everything), else by the key the export's own genesis event names (proves the
+/// checkpoint and the export agree; compare [`Report::key`] with the published key).
 pub fn verify_export(export: &str, checkpoint: Option<&str>, vkey: Option<&str>) -> Result<Report, VerifyFailure> {
-    let cp = match (checkpoint, vkey) {
-        (None, _) => None,
-        (Some(note), None) => Some(Checkpoint::parse_unverified(note).map_err(|e| fail(None, e.to_string()))?),
-        (Some(note), Some(vkey)) => {
+    let (cp, key) = match checkpoint {
+        None => (None, None),
+        Some(note) => {
+            let (vkey, source) = match vkey {
+                Some(k) => (k.trim().to_owned(), KeySource::Given),
+                None => (
+                    genesis_verifier_key(export).ok_or_else(|| {
+                        fail(
+                            Some(0),
+                            "no --public-key given and the genesis event names no signing key",
+                        )
+                    })?,
+                    KeySource::Genesis,
+                ),
+            };
             let (name, key) =
-                parse_verifier_key(vkey).ok_or_else(|| fail(None, "the public key is not a valid verifier key"))?;
+                parse_verifier_key(&vkey).ok_or_else(|| fail(None, "the public key is not a valid verifier key"))?;
             let cp = Checkpoint::parse_verified(note, &key).map_err(|e| fail(None, e.to_string()))?;
             if cp.origin != name {
                 return Err(fail(
@@ -47,10 +84,9 @@ pub fn verify_export(export: &str, checkpoint: Option<&str>, vkey: Option<&str>)
                     format!("checkpoint origin {} is not the key's name {name}", cp.origin),
                 ));
             }
-            Some(cp)
+            (Some(cp), Some((vkey, source)))
         }
     };
-    let signature_checked = checkpoint.is_some() && vkey.is_some();
     let mut frontier = Frontier::new();
     let mut last: Option<ChainHash> = None;
     let mut next = 0u64;
@@ -103,7 +139,7 @@ pub fn verify_export(export: &str, checkpoint: Option<&str>, vkey: Option<&str>)
         events: next,
         head: last,
         checkpoint: matched,
-        signature_checked,
+        key,
     })
 }
 

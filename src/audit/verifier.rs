@@ -151,7 +151,14 @@ impl ChainVerifier {
         let txn = self.store.read()?;
         // Checkpoints first (same snapshot): signature, origin, index, counter key.
         let mut checkpoints = Vec::new();
-        for (counter, note) in txn.checkpoints()? {
+        let stored = match txn.checkpoints() {
+            Ok(c) => c,
+            Err(StoreError::Corrupt(what)) => {
+                return Self::fail(state, None, format!("unreadable checkpoint entry ({what})"))
+            }
+            Err(e) => return Err(e),
+        };
+        for (counter, note) in stored {
             match Checkpoint::parse_verified(&note, &self.public_key) {
                 Ok(cp) if cp.counter == counter && cp.origin == self.origin && cp.nv_index == self.nv_index => {
                     checkpoints.push((counter, cp))

@@ -24,6 +24,7 @@ pub struct Principal {
     actor: Actor,
     kind: TokenKind,
     permissions: Vec<Permission>,
+    expires_at: i64,
 }
 
 /// Why a principal may not do something.
@@ -42,7 +43,13 @@ impl Principal {
             actor: rec.actor.clone(),
             kind: rec.kind(),
             permissions: rec.permissions.clone(),
+            expires_at: rec.expires_at,
         }
+    }
+
+    /// When the token expires (Unix seconds); tokens it creates expire no later.
+    pub fn expires_at(&self) -> i64 {
+        self.expires_at
     }
 
     /// The actor, e.g. `user:jdoe`.
@@ -198,6 +205,7 @@ mod tests {
             actor: Actor::parse("user:x").unwrap(),
             kind,
             permissions: perms.to_vec(),
+            expires_at: i64::MAX,
         }
     }
 

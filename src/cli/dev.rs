@@ -97,8 +97,10 @@ nv_index = {NV_INDEX:#010x}
             "config": config_path.display().to_string(),
         });
         let dev_json = dir.join("dev.json");
-        if let Err(e) = std::fs::write(&dev_json, format!("{info:#}\n")) {
-            eprintln!("strongroom: cannot write {}: {e}", dev_json.display());
+        // It holds the operator token: owner-only, like the bootstrap token file.
+        let _ = std::fs::remove_file(&dev_json);
+        if let Err(e) = write_secret_file(&dev_json, &format!("{info:#}")) {
+            eprintln!("strongroom: cannot write {}: {}", dev_json.display(), e.message);
         }
         println!("\nStrongroom dev appliance");
         println!("  URL:            {url}");

@@ -140,6 +140,8 @@ pub fn main() -> ExitCode {
     }
 }
 
+use crate::audit::offline::KeySource;
+
 fn audit_verify(export: &Path, checkpoint: Option<&Path>, public_key: Option<&Path>) -> Result<(), CliError> {
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|e| CliError::config(format!("cannot read {}: {e}", p.display())))
@@ -156,16 +158,20 @@ fn audit_verify(export: &Path, checkpoint: Option<&Path>, public_key: Option<&Pa
             if let Some(h) = report.head {
                 println!("head: {}", crate::audit::hash_hex(&h));
             }
-            match report.checkpoint {
-                Some(cp) if report.signature_checked => println!(
-                    "checkpoint: signature valid, tree size {} root and chain head match, TPM counter {} ({:#010x})",
-                    cp.size, cp.counter, cp.nv_index
-                ),
-                Some(cp) => println!(
-                    "checkpoint: tree size {} root and chain head match, TPM counter {} ({:#010x}); WARNING: signature NOT checked — pass --public-key with the appliance's verifier key obtained out of band",
-                    cp.size, cp.counter, cp.nv_index
-                ),
-                None => println!("no checkpoint given: only the chain's internal consistency was checked"),
+            match (report.checkpoint, report.key) {
+                (Some(cp), Some((vkey, source))) => {
+                    println!(
+                        "checkpoint: signature valid, tree size {} root and chain head match, TPM counter {} ({:#010x})",
+                        cp.size, cp.counter, cp.nv_index
+                    );
+                    match source {
+                        KeySource::Given => println!("signed by the given key {vkey}"),
+                        KeySource::Genesis => println!(
+                            "signed by the key named in the export's genesis event: {vkey}\nWARNING: compare it with the appliance's published key (GET /v1/admin/audit/public-key, obtained out of band) or pass --public-key"
+                        ),
+                    }
+                }
+                _ => println!("no checkpoint given: only the chain's internal consistency was checked"),
             }
             Ok(())
         }

@@ -109,11 +109,18 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         // Finish interrupted rotations, then destroy retired KEKs whose window passed,
         // now and every ten minutes.
         let rotation = state.rotation.clone();
+        let integrity_for_keys = integrity.clone();
         tokio::spawn(async move {
-            if let Err(e) = rotation.resume_all().await {
-                tracing::error!(error = %e, "resuming interrupted key rotations failed");
-            }
             loop {
+                // Key destruction and rotation act on what the store says; under an
+                // integrity alarm the store is not to be trusted.
+                if integrity_for_keys.alarm().reason().is_some() {
+                    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                    continue;
+                }
+                if let Err(e) = rotation.resume_all().await {
+                    tracing::error!(error = %e, "outstanding key rotations failed; retrying in 10 minutes");
+                }
                 if let Err(e) = rotation.reap().await {
                     tracing::error!(error = %e, "destroying retired KEKs failed");
                 }

@@ -55,10 +55,7 @@ pub struct ErasureReport {
 pub enum ErasureError {
     /// Nothing of this entity in the caller's tenant (and never erased).
     #[error("not found")]
-    NotFound {
-        /// Another tenant uses this entity id.
-        cross_tenant: bool,
-    },
+    NotFound,
     /// Store.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -97,17 +94,13 @@ impl ErasureService {
         event: PendingEvent,
     ) -> Result<ErasureReport, ErasureError> {
         let scope = auth.scope();
-        let (live, tombstone, cross_tenant) = {
+        let (live, tombstone) = {
             let txn = self.store.read()?;
-            (
-                txn.wrapped_dek(scope, entity)?.is_some(),
-                txn.tombstone(scope, entity)?,
-                txn.entity_used_by_other_tenant(scope, entity)?,
-            )
+            (txn.wrapped_dek(scope, entity)?.is_some(), txn.tombstone(scope, entity)?)
         };
         if !live {
             let Some(previous) = tombstone.and_then(|t| serde_json::from_slice::<ErasureReport>(&t).ok()) else {
-                return Err(ErasureError::NotFound { cross_tenant });
+                return Err(ErasureError::NotFound);
             };
             // Idempotent repeat: the original event, zero counts; still audited.
             let event = event.detail("repeat_of", previous.audit_event_id.clone());
@@ -160,8 +153,8 @@ impl ErasureService {
             )
             .tenant(Some(tenant.clone()))
             .detail("reason", "entity_erase");
-            if let Err(e) = rotation.rotate(&tenant, ev).await {
-                tracing::error!(%tenant, error = %e, "post-erasure key rotation failed; retry with POST /v1/admin/tenants/{{id}}/rotate");
+            if let Err(e) = rotation.rotate_if_required(&tenant, ev).await {
+                tracing::error!(%tenant, error = %e, "post-erasure key rotation failed; it is retried every 10 minutes and at start");
             }
         });
         Ok(report)

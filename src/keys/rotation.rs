@@ -32,6 +32,10 @@ pub enum RotationError {
     /// No such tenant.
     #[error("tenant not found")]
     NotFound,
+    /// The HSM already holds a key under the next version's label that this appliance
+    /// did not make (another appliance sharing the token?). Never adopted.
+    #[error("the HSM already holds a key labelled {0} that this appliance did not create")]
+    ForeignKey(String),
     /// HSM.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -56,6 +60,18 @@ pub struct RotationReport {
     pub rewrapped: u64,
     /// When the previous version is destroyed in the HSM (RFC 3339).
     pub previous_version_destroy_after: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Always,
+    IfRequired,
+}
+
+#[allow(clippy::panic)]
+fn unreachable_report(tenant: &TenantId) -> RotationReport {
+    // `Need::Always` never returns `None`.
+    panic!("rotation of {tenant} returned no report")
 }
 
 /// The rotation service.
@@ -120,9 +136,34 @@ impl Rotation {
         tenant: &TenantId,
         request_event: PendingEvent,
     ) -> Result<RotationReport, RotationError> {
+        self.rotate_when(tenant, request_event, Need::Always)
+            .await
+            .map(|r| r.unwrap_or_else(|| unreachable_report(tenant)))
+    }
+
+    /// Rotate only if an erasure asked for it (or a rotation is unfinished) and no
+    /// rotation has started since: many erasures in a row cost one rotation.
+    pub async fn rotate_if_required(
+        &self,
+        tenant: &TenantId,
+        event: PendingEvent,
+    ) -> Result<Option<RotationReport>, RotationError> {
+        self.rotate_when(tenant, event, Need::IfRequired).await
+    }
+
+    async fn rotate_when(
+        &self,
+        tenant: &TenantId,
+        request_event: PendingEvent,
+        need: Need,
+    ) -> Result<Option<RotationReport>, RotationError> {
         let lock = self.lock_for(tenant);
         let _serial = lock.lock().await;
         let mut record = self.tenant(tenant)?;
+        let unfinished = record.rotation_started_at.is_some() || record.pending_version.is_some();
+        if need == Need::IfRequired && !record.rotation_required && !unfinished {
+            return Ok(None);
+        }
         let scope = system_scope();
         let request_event = if record.rotation_started_at.is_some() {
             // Interrupted earlier: the new version is already current; just finish.
@@ -140,25 +181,45 @@ impl Rotation {
         if let Some(event) = request_event {
             let previous = record.key_version;
             let next = previous + 1;
+            let event = event.detail("key_version", next).detail("previous_version", previous);
+            if record.pending_version == Some(next) {
+                // Prepared earlier and interrupted: a key under that label is ours.
+                self.store.record(event.detail("phase", "resume")).await?;
+            } else {
+                // The label must be free now; a key already there is not ours (another
+                // appliance on the token) and is never adopted.
+                let label = strongroom_hsm::KekRef {
+                    tenant_id: tenant.as_str(),
+                    version: next,
+                }
+                .label();
+                if self.keys.kek_exists(tenant, next).await? {
+                    return Err(RotationError::ForeignKey(label));
+                }
+                record.pending_version = Some(next);
+                self.save(record.clone(), event.detail("phase", "prepared")).await?;
+            }
             match self.keys.create_kek(&scope, tenant, next).await {
                 Ok(()) => {}
-                // Left by a rotation that crashed before recording it: ours, under this lock.
                 Err(KeyError::Hsm(strongroom_hsm::HsmError::KeyExists(_))) => {
-                    tracing::warn!(%tenant, version = next, "reusing a KEK created by an interrupted rotation");
+                    tracing::warn!(%tenant, version = next, "using the KEK created before an interruption");
                 }
                 Err(e) => return Err(e.into()),
             }
             record.key_version = next;
+            record.pending_version = None;
+            // Erasures from now on need another rotation; earlier ones are covered by
+            // this one (every DEK is rewrapped under `next`, older versions retire).
+            record.rotation_required = false;
             record.rotation_started_at = Some(rfc3339(self.clock.now()));
             record.retired.push(RetiredKek {
                 version: previous,
                 destroy_after: i64::MAX,
             });
-            let event = event
-                .detail("phase", "started")
+            let started = system_event("started", tenant)
                 .detail("key_version", next)
                 .detail("previous_version", previous);
-            self.save(record.clone(), event).await?;
+            self.save(record.clone(), started).await?;
         }
         let rewrapped = self.rewrap_all(tenant, record.key_version).await?;
         // Retire: every version below the current one gets its window from now.
@@ -175,7 +236,7 @@ impl Rotation {
             .detail("rewrapped", rewrapped)
             .detail("destroy_after", destroy_after);
         self.save(record.clone(), event).await?;
-        Ok(RotationReport {
+        Ok(Some(RotationReport {
             tenant_id: tenant.clone(),
             key_version: record.key_version,
             previous_version,
@@ -183,7 +244,7 @@ impl Rotation {
             previous_version_destroy_after: rfc3339(crate::clock::from_unix_nanos(
                 u64::try_from(destroy_after).unwrap_or(0).saturating_mul(1_000_000_000),
             )),
-        })
+        }))
     }
 
     /// Rewrap every DEK of the tenant not yet under `version`, in batches. Entities
@@ -224,12 +285,17 @@ impl Rotation {
         Ok(done)
     }
 
-    /// Finish rotations interrupted by a crash (called at start).
+    /// Finish rotations interrupted by a crash and run those erasures asked for but that
+    /// never ran (called at start and periodically).
     pub async fn resume_all(&self) -> Result<(), RotationError> {
         let tenants = self.store.read()?.tenants()?;
-        for t in tenants.into_iter().filter(|t| t.rotation_started_at.is_some()) {
-            tracing::warn!(tenant = %t.tenant_id, "resuming an interrupted key rotation");
-            self.rotate(&t.tenant_id, system_event("resume", &t.tenant_id)).await?;
+        let due = tenants
+            .into_iter()
+            .filter(|t| t.rotation_started_at.is_some() || t.pending_version.is_some() || t.rotation_required);
+        for t in due {
+            tracing::warn!(tenant = %t.tenant_id, "running an outstanding key rotation");
+            self.rotate_if_required(&t.tenant_id, system_event("resume", &t.tenant_id))
+                .await?;
         }
         Ok(())
     }
@@ -252,7 +318,7 @@ impl Rotation {
             let due: Vec<u32> = record
                 .retired
                 .iter()
-                .filter(|r| r.destroy_after <= now && !in_use.contains(&r.version))
+                .filter(|r| r.destroy_after <= now && r.version < record.key_version && !in_use.contains(&r.version))
                 .map(|r| r.version)
                 .collect();
             for version in due {

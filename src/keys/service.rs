@@ -72,6 +72,15 @@ impl KeyService {
         .await
     }
 
+    /// Whether the HSM holds this KEK version.
+    pub async fn kek_exists(&self, tenant: &TenantId, version: u32) -> Result<bool, KeyError> {
+        let t = tenant.as_str().to_owned();
+        self.call("kek_exists", move |b| {
+            b.tenant_key_exists(KekRef { tenant_id: &t, version })
+        })
+        .await
+    }
+
     /// Destroy a tenant's KEK version in the HSM (undo of a failed creation, or the end
     /// of a retention window).
     pub async fn destroy_kek(&self, _scope: &OperatorScope, tenant: &TenantId, version: u32) -> Result<(), KeyError> {

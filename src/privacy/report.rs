@@ -35,12 +35,18 @@ pub fn half_width(scale: Scale, alpha: f64) -> u128 {
     } else {
         0
     };
-    // Correct float rounding in either direction (at most a step or two).
-    while tail(ln_p, m + 1) > alpha {
-        m += 1;
-    }
-    while m > 0 && tail(ln_p, m) <= alpha {
-        m -= 1;
+    // Correct float rounding in either direction: a step or two where f64 can tell
+    // neighbouring m apart. At huge scales it cannot, and stepping by one would loop
+    // ~10^8 times on the request thread, so the correction is bounded; the estimate is
+    // then as good as f64 allows.
+    for _ in 0..4 {
+        if tail(ln_p, m + 1) > alpha {
+            m += 1;
+        } else if m > 0 && tail(ln_p, m) <= alpha {
+            m -= 1;
+        } else {
+            break;
+        }
     }
     m
 }

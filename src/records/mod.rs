@@ -11,7 +11,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::audit::{Action, Outcome, PendingEvent};
+use crate::audit::PendingEvent;
 use crate::auth::{Authorized, TenantScope};
 use crate::clock::{from_unix_nanos, rfc3339, unix_nanos, Clock};
 use crate::domain::{EntityId, RecordId};
@@ -31,13 +31,11 @@ pub enum RecordsError {
     /// Bad input (400).
     #[error("{0}")]
     Invalid(String),
-    /// No such record/entity in the caller's tenant (404). `cross_tenant` says whether
-    /// another tenant uses the entity id (audited as `access_denied`).
+    /// No such record/entity in the caller's tenant (404). Audited as `access_denied`
+    /// whether or not another tenant uses the id, so neither the answer nor the caller's
+    /// own audit log tells the two apart (SPEC §5: existence is not leaked).
     #[error("not found")]
-    NotFound {
-        /// Another tenant has this entity id.
-        cross_tenant: bool,
-    },
+    NotFound,
     /// Duplicate record id (409).
     #[error("{0}")]
     Conflict(String),
@@ -232,9 +230,7 @@ impl RecordService {
     ) -> Result<(Arc<DataKey>, WrappedDek, bool), RecordsError> {
         let (stored, kek_version) = {
             let txn = self.store.read()?;
-            let tenant = txn
-                .tenant(scope.tenant())?
-                .ok_or(RecordsError::NotFound { cross_tenant: false })?;
+            let tenant = txn.tenant(scope.tenant())?.ok_or(RecordsError::NotFound)?;
             (txn.wrapped_dek(scope, entity)?, tenant.key_version)
         };
         match stored {
@@ -286,11 +282,6 @@ impl RecordService {
         }
     }
 
-    async fn not_found(&self, scope: &TenantScope, entity: &EntityId) -> Result<RecordsError, RecordsError> {
-        let cross_tenant = self.store.read()?.entity_used_by_other_tenant(scope, entity)?;
-        Ok(RecordsError::NotFound { cross_tenant })
-    }
-
     /// Read one record; its `data_access` event is durable before this returns.
     pub async fn get(
         &self,
@@ -302,7 +293,7 @@ impl RecordService {
         let scope = auth.scope();
         let stored = self.store.read()?.record(scope, entity, id)?;
         let Some(stored) = stored else {
-            return Err(self.not_found(scope, entity).await?);
+            return Err(RecordsError::NotFound);
         };
         let key = self.read_key(scope, entity, stored.sealed.dek_id()).await?;
         let out = self.open(scope, entity, &key, stored)?;
@@ -318,7 +309,7 @@ impl RecordService {
         entity: &EntityId,
         params: ListParams,
         event: PendingEvent,
-    ) -> Result<(Vec<RecordOut>, Option<(u64, RecordId)>, bool), RecordsError> {
+    ) -> Result<(Vec<RecordOut>, Option<(u64, RecordId)>), RecordsError> {
         let scope = auth.scope();
         let page = self
             .store
@@ -337,15 +328,8 @@ impl RecordService {
             };
             out.push(self.open(scope, entity, &k, r)?);
         }
-        let cross_tenant = out.is_empty() && self.store.read()?.entity_used_by_other_tenant(scope, entity)?;
-        let mut event = event.detail("count", out.len());
-        if cross_tenant {
-            event.action = Action::AccessDenied;
-            event.outcome = Outcome::Denied;
-            event = event.detail("reason", "entity_in_other_tenant");
-            crate::api::ctx::hide_from_caller_tenant(&mut event);
-        }
+        let event = event.detail("count", out.len());
         self.store.record(event).await.map_err(RecordsError::Commit)?;
-        Ok((out, page.next, cross_tenant))
+        Ok((out, page.next))
     }
 }

@@ -41,26 +41,6 @@ pub fn record_index_key(prefix: &[u8], record: &RecordId) -> Vec<u8> {
     k
 }
 
-/// Key in `entity_tenants`: `len(entity) entity len(tenant) tenant`.
-pub fn entity_tenant_key(tenant: &TenantId, entity: &EntityId) -> Vec<u8> {
-    let (t, e) = (tenant.as_str().as_bytes(), entity.as_str().as_bytes());
-    let mut k = Vec::with_capacity(2 + t.len() + e.len());
-    k.push(e.len() as u8);
-    k.extend_from_slice(e);
-    k.push(t.len() as u8);
-    k.extend_from_slice(t);
-    k
-}
-
-/// Prefix of all `entity_tenants` keys of one entity id.
-pub fn entity_tenants_prefix(entity: &EntityId) -> Vec<u8> {
-    let e = entity.as_str().as_bytes();
-    let mut k = Vec::with_capacity(1 + e.len());
-    k.push(e.len() as u8);
-    k.extend_from_slice(e);
-    k
-}
-
 /// Key in `audit`.
 pub fn audit_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()

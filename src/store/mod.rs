@@ -57,9 +57,6 @@ pub struct Dbs {
     pub tenants: Database,
     /// entity prefix → wrapped DEK.
     pub deks: Database,
-    /// `len(entity) entity len(tenant) tenant` → empty: which tenants use an entity id,
-    /// to tell a cross-tenant probe (audited as `access_denied`) from a plain miss.
-    pub entity_tenants: Database,
     /// entity prefix ‖ timestamp(8, BE) ‖ record id → sealed record.
     pub records: Database,
     /// entity prefix ‖ record id → timestamp(8, BE): the record-id index.
@@ -123,7 +120,6 @@ impl Store {
             meta: create("meta")?,
             tenants: create("tenants")?,
             deks: create("deks")?,
-            entity_tenants: create("entity_tenants")?,
             records: create("records")?,
             record_index: create("record_index")?,
             tokens: create("tokens")?,

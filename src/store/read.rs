@@ -22,6 +22,14 @@ pub struct TenantRecord {
     pub key_version: u32,
     /// RFC 3339.
     pub created_at: String,
+    /// Set (with its event) before a rotation creates KEK version `key_version + 1`, so an
+    /// interrupted rotation knows the key under that label is its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_version: Option<u32>,
+    /// Set (in the erasure's own transaction) when an erasure needs a rotation to become
+    /// final; cleared when a rotation starts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rotation_required: bool,
     /// Set while DEKs are being rewrapped from older versions to `key_version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_started_at: Option<String>,
@@ -250,27 +258,6 @@ impl<'env> ReadTxn<'env> {
         Ok(RecordPage { records, next })
     }
 
-    /// Whether a tenant other than the caller's uses this entity id (to audit a
-    /// cross-tenant probe as `access_denied`; the caller still gets a plain 404).
-    pub fn entity_used_by_other_tenant(&self, scope: &TenantScope, entity: &EntityId) -> Result<bool, StoreError> {
-        let prefix = layout::entity_tenants_prefix(entity);
-        let mine = layout::entity_tenant_key(scope.tenant(), entity);
-        let mut cursor = self.txn.open_ro_cursor(self.dbs.entity_tenants)?;
-        let mut found = false;
-        for item in cursor.iter_from(&prefix) {
-            let (k, _) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            if k != mine.as_slice() {
-                found = true;
-                break;
-            }
-        }
-        drop(cursor);
-        Ok(found)
-    }
-
     /// Canonical bytes of events `from_seq..` (at most `limit`).
     pub fn audit_events(&self, from_seq: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut cursor = self.txn.open_ro_cursor(self.dbs.audit)?;
@@ -348,7 +335,7 @@ impl<'env> ReadTxn<'env> {
     /// remaining filters applied to the candidates only.
     pub fn audit_query(&self, f: &AuditFilter) -> Result<AuditPage, StoreError> {
         use crate::audit::AuditEvent;
-        let after = f.after_seq.map_or(0, |s| s + 1);
+        let after = f.after_seq.map_or(0, |s| s.saturating_add(1));
         let unfiltered = f.tenant.is_none()
             && f.action.is_none()
             && f.actor.is_none()
@@ -556,5 +543,26 @@ impl ReadTxn<'_> {
         }
         drop(cursor);
         Ok(())
+    }
+}
+
+impl ReadTxn<'_> {
+    /// Ids of unrevoked, unexpired operator tokens holding `tokens:manage`.
+    pub fn active_token_admins(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        let mut cursor = self.txn.open_ro_cursor(self.dbs.tokens)?;
+        let mut out = Vec::new();
+        for item in cursor.iter_start() {
+            let (_, v) = item?;
+            let t: TokenRecord = serde_json::from_slice(v).map_err(|_| StoreError::Corrupt("tokens"))?;
+            if t.tenant_id.is_none()
+                && t.revoked_at.is_none()
+                && t.expires_at > now
+                && t.permissions.contains(&crate::auth::Permission::TokensManage)
+            {
+                out.push(t.token_id);
+            }
+        }
+        drop(cursor);
+        Ok(out)
     }
 }

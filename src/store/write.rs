@@ -214,12 +214,6 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
                 }
                 self.txn
                     .put(self.dbs.deks, &prefix, &dek.to_bytes(), WriteFlags::NO_OVERWRITE)?;
-                self.txn.put(
-                    self.dbs.entity_tenants,
-                    &layout::entity_tenant_key(tenant, entity),
-                    &[],
-                    WriteFlags::empty(),
-                )?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -285,16 +279,18 @@ impl WriteTxn<'_, '_> {
             Err(lmdb::Error::NotFound) => false,
             Err(e) => return Err(e.into()),
         };
-        match self.txn.del(
-            self.dbs.entity_tenants,
-            &layout::entity_tenant_key(scope.tenant(), entity),
-            None,
-        ) {
-            Ok(()) | Err(lmdb::Error::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
         self.txn
             .put(self.dbs.erased, &prefix, &tombstone, WriteFlags::empty())?;
+        // The erased DEK's old wrapped copies (free pages, backups) die with the KEK
+        // versions that wrapped them: record, in this same transaction, that the tenant
+        // needs a rotation, so it happens even if the process stops right after.
+        let tenant_key = scope.tenant().as_str().as_bytes();
+        let mut tenant: TenantRecord = serde_json::from_slice(self.txn.get(self.dbs.tenants, &tenant_key)?)
+            .map_err(|_| ChangeError::Corrupt("tenants"))?;
+        tenant.rotation_required = true;
+        let value = serde_json::to_vec(&tenant).map_err(|_| ChangeError::Corrupt("tenant"))?;
+        self.txn
+            .put(self.dbs.tenants, &tenant_key, &value, WriteFlags::empty())?;
         Ok(EraseCounts {
             records,
             index_entries,

@@ -185,8 +185,8 @@ async fn every_request_is_one_event_in_an_unbroken_chain() {
     req!(
         s.get("/v1/entities/e1/records/missing", Some(&t)).await,
         404,
-        "data_access",
-        "failed"
+        "access_denied",
+        "denied"
     );
     req!(
         s.get("/v1/entities/e1/records?limit=0", Some(&t)).await,
