@@ -199,9 +199,14 @@ pub fn dek_aad(tenant: &TenantId, entity: &EntityId, kek_version: u32) -> Vec<u8
     format!("strongroom/dek/v1|{tenant}|{entity}|{kek_version}").into_bytes()
 }
 
-/// AAD binding a record to its tenant, entity, record id and DEK generation.
-pub fn record_aad(tenant: &TenantId, entity: &EntityId, record: &RecordId, dek: DekId) -> Vec<u8> {
-    format!("strongroom/record/v1|{tenant}|{entity}|{record}|{}", dek.hex()).into_bytes()
+/// AAD binding a record to its tenant, entity, record id, timestamp (the clear-text
+/// sort key, so a record cannot be moved in time) and DEK generation.
+pub fn record_aad(tenant: &TenantId, entity: &EntityId, record: &RecordId, ts_nanos: u64, dek: DekId) -> Vec<u8> {
+    format!(
+        "strongroom/record/v2|{tenant}|{entity}|{record}|{ts_nanos}|{}",
+        dek.hex()
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -221,15 +226,20 @@ mod tests {
     fn a_record_moved_to_another_id_or_key_fails_to_open() {
         let (t, e, r) = ids();
         let key = DataKey::generate();
-        let aad = record_aad(&t, &e, &r, key.id());
+        let aad = record_aad(&t, &e, &r, 7, key.id());
         let sealed = key.seal(&Plaintext::new(b"secret".to_vec()), &aad);
         let roundtrip = Sealed::from_bytes(&sealed.to_bytes()).unwrap();
         assert_eq!(key.open(&roundtrip, &aad).unwrap().as_bytes(), b"secret");
 
-        let other_record = record_aad(&t, &e, &RecordId::parse("r2").unwrap(), key.id());
+        let other_record = record_aad(&t, &e, &RecordId::parse("r2").unwrap(), 7, key.id());
         assert!(matches!(key.open(&sealed, &other_record), Err(OpenError::Tampered)));
-        let other_entity = record_aad(&t, &EntityId::parse("e2").unwrap(), &r, key.id());
+        let other_entity = record_aad(&t, &EntityId::parse("e2").unwrap(), &r, 7, key.id());
         assert!(matches!(key.open(&sealed, &other_entity), Err(OpenError::Tampered)));
+        let other_time = record_aad(&t, &e, &r, 8, key.id());
+        assert!(
+            matches!(key.open(&sealed, &other_time), Err(OpenError::Tampered)),
+            "moved in time"
+        );
         assert!(matches!(
             DataKey::generate().open(&sealed, &aad),
             Err(OpenError::WrongKey)

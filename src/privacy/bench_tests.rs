@@ -75,10 +75,11 @@ fn query_latency_over_100k_records() {
                     let id = RecordId::parse(format!("r{i:03}")).unwrap();
                     let data = json!({"speed": (e * 7 + i) % 200, "region": if e % 2 == 0 { "eu" } else { "us" }});
                     let plain = Plaintext::new(serde_json::to_vec(&data).unwrap());
+                    let ts_nanos = 1_700_000_000_000_000_000 + i as u64;
                     NewRecord {
-                        sealed: key.seal(&plain, &record_aad(&tenant, &entity, &id, key.id())),
+                        sealed: key.seal(&plain, &record_aad(&tenant, &entity, &id, ts_nanos, key.id())),
                         id,
-                        ts_nanos: 1_700_000_000_000_000_000 + i as u64,
+                        ts_nanos,
                     }
                 })
                 .collect();
@@ -109,7 +110,7 @@ fn query_latency_over_100k_records() {
             let plain = key
                 .open(
                     &stored.sealed,
-                    &record_aad(&tenant, r.entity, &stored.id, stored.sealed.dek_id()),
+                    &record_aad(&tenant, r.entity, &stored.id, stored.ts_nanos, stored.sealed.dek_id()),
                 )
                 .unwrap();
             let v: Value = serde_json::from_slice(plain.as_bytes()).unwrap();

@@ -282,7 +282,13 @@ pub fn scan(
         let Some(key) = keys.get(r.entity).filter(|k| k.id() == stored.sealed.dek_id()) else {
             return Ok(());
         };
-        let aad = record_aad(scope.tenant(), r.entity, &stored.id, stored.sealed.dek_id());
+        let aad = record_aad(
+            scope.tenant(),
+            r.entity,
+            &stored.id,
+            stored.ts_nanos,
+            stored.sealed.dek_id(),
+        );
         let plain = key.open(&stored.sealed, &aad).map_err(|_| PrivacyError::Tampered)?;
         *opened += 1;
         let data: Value = serde_json::from_slice(plain.as_bytes()).map_err(|_| PrivacyError::Tampered)?;

@@ -192,7 +192,7 @@ impl RecordService {
                 .map(|(id, ts, plain)| NewRecord {
                     id: id.clone(),
                     ts_nanos: *ts,
-                    sealed: key.seal(plain, &record_aad(scope.tenant(), entity, id, key.id())),
+                    sealed: key.seal(plain, &record_aad(scope.tenant(), entity, id, *ts, key.id())),
                 })
                 .collect();
             let ids: Vec<RecordId> = prepared.iter().map(|(id, _, _)| id.clone()).collect();
@@ -253,7 +253,10 @@ impl RecordService {
         r: StoredRecord,
     ) -> Result<RecordOut, RecordsError> {
         let plain = key
-            .open(&r.sealed, &record_aad(scope.tenant(), entity, &r.id, r.sealed.dek_id()))
+            .open(
+                &r.sealed,
+                &record_aad(scope.tenant(), entity, &r.id, r.ts_nanos, r.sealed.dek_id()),
+            )
             .map_err(|_| RecordsError::Tampered(r.id.to_string()))?;
         self.decrypted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let data = serde_json::from_slice(plain.as_bytes()).map_err(|_| RecordsError::Tampered(r.id.to_string()))?;
