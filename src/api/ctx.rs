@@ -73,13 +73,19 @@ impl Ctx {
 
     /// A pending event for this request's action, outcome `allowed`.
     pub fn event(&self) -> PendingEvent {
-        PendingEvent::new(
+        let ev = PendingEvent::new(
             self.action,
             self.actor(),
             self.resource.clone(),
             self.request_id.clone(),
         )
-        .tenant(self.tenant())
+        .tenant(self.tenant());
+        // The actor name is chosen by whoever minted the token; the token id is what
+        // attributes the request to one credential.
+        match &self.principal {
+            Some(p) => ev.detail("token_id", p.token_id()),
+            None => ev,
+        }
     }
 
     /// Authenticate the bearer token; a failure is audited (`auth_denied`) and → 401.

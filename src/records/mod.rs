@@ -279,7 +279,15 @@ impl RecordService {
         }
         let wrapped = self.store.read()?.wrapped_dek(scope, entity)?;
         match wrapped {
-            Some(w) if w.dek_id == want => Ok(self.keys.data_key(scope, entity, &w).await?),
+            Some(w) if w.dek_id == want => {
+                let key = self.keys.data_key(scope, entity, &w).await?;
+                // An erasure may have committed while the HSM unwrapped: do not leave the
+                // erased key in the cache.
+                if self.store.read()?.wrapped_dek(scope, entity)?.map(|s| s.dek_id) != Some(want) {
+                    self.keys.forget(scope, entity);
+                }
+                Ok(key)
+            }
             // A record whose key is gone or different: the store was tampered with.
             _ => Err(RecordsError::Tampered("(key mismatch)".into())),
         }

@@ -255,3 +255,20 @@ async fn empty_query_parameters_mean_absent() {
         .await
         .expect(200);
 }
+
+/// Events name the credential, not only the (caller-chosen) actor.
+#[tokio::test]
+async fn events_carry_the_token_id() {
+    let s = TestServer::start();
+    s.create_tenant("acme").await;
+    let (token, token_id) = s.tenant_token_with_id("acme", &["records:read"]).await;
+    let r = s.get("/v1/entities/e/records", Some(&token)).await;
+    r.expect(200);
+    let e = s.expect_event(&r, "data_access", "allowed");
+    assert_eq!(
+        e.event.details["token_id"],
+        token_id.as_str(),
+        "{}",
+        String::from_utf8_lossy(&e.bytes)
+    );
+}
