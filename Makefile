@@ -3,7 +3,7 @@
 #              default (SoftHSM token + swtpm + self-signed TLS under ./.strongroom-dev)
 #   make test  installs what is missing and runs every check and test
 SHELL := /bin/bash
-DEBIAN_PACKAGES := softhsm2 swtpm swtpm-tools libtss2-dev libtss2-tcti-swtpm0 tpm2-tools pkg-config opensc wrk clang
+DEBIAN_PACKAGES := softhsm2 swtpm swtpm-tools libtss2-dev libtss2-tcti-swtpm0 tpm2-tools pkg-config opensc wrk clang jq curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEV_DIR ?= .strongroom-dev
 PORT ?= 8443
