@@ -62,18 +62,6 @@ pub struct RotationReport {
     pub previous_version_destroy_after: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Need {
-    Always,
-    IfRequired,
-}
-
-#[allow(clippy::panic)]
-fn unreachable_report(tenant: &TenantId) -> RotationReport {
-    // `Need::Always` never returns `None`.
-    panic!("rotation of {tenant} returned no report")
-}
-
 /// The rotation service.
 #[derive(Clone)]
 pub struct Rotation {
@@ -136,9 +124,10 @@ impl Rotation {
         tenant: &TenantId,
         request_event: PendingEvent,
     ) -> Result<RotationReport, RotationError> {
-        self.rotate_when(tenant, request_event, Need::Always)
-            .await
-            .map(|r| r.unwrap_or_else(|| unreachable_report(tenant)))
+        let lock = self.lock_for(tenant);
+        let _serial = lock.lock().await;
+        let record = self.tenant(tenant)?;
+        self.rotate_locked(tenant, record, request_event).await
     }
 
     /// Rotate only if an erasure asked for it (or a rotation is unfinished) and no
@@ -148,22 +137,23 @@ impl Rotation {
         tenant: &TenantId,
         event: PendingEvent,
     ) -> Result<Option<RotationReport>, RotationError> {
-        self.rotate_when(tenant, event, Need::IfRequired).await
-    }
-
-    async fn rotate_when(
-        &self,
-        tenant: &TenantId,
-        request_event: PendingEvent,
-        need: Need,
-    ) -> Result<Option<RotationReport>, RotationError> {
         let lock = self.lock_for(tenant);
         let _serial = lock.lock().await;
-        let mut record = self.tenant(tenant)?;
+        let record = self.tenant(tenant)?;
         let unfinished = record.rotation_started_at.is_some() || record.pending_version.is_some();
-        if need == Need::IfRequired && !record.rotation_required && !unfinished {
+        if !record.rotation_required && !unfinished {
             return Ok(None);
         }
+        self.rotate_locked(tenant, record, event).await.map(Some)
+    }
+
+    /// The rotation itself; the caller holds the tenant's rotation lock.
+    async fn rotate_locked(
+        &self,
+        tenant: &TenantId,
+        mut record: TenantRecord,
+        request_event: PendingEvent,
+    ) -> Result<RotationReport, RotationError> {
         let scope = system_scope();
         let request_event = if record.rotation_started_at.is_some() {
             // Interrupted earlier: the new version is already current; just finish.
@@ -236,7 +226,7 @@ impl Rotation {
             .detail("rewrapped", rewrapped)
             .detail("destroy_after", destroy_after);
         self.save(record.clone(), event).await?;
-        Ok(Some(RotationReport {
+        Ok(RotationReport {
             tenant_id: tenant.clone(),
             key_version: record.key_version,
             previous_version,
@@ -244,7 +234,7 @@ impl Rotation {
             previous_version_destroy_after: rfc3339(crate::clock::from_unix_nanos(
                 u64::try_from(destroy_after).unwrap_or(0).saturating_mul(1_000_000_000),
             )),
-        }))
+        })
     }
 
     /// Rewrap every DEK of the tenant not yet under `version`, in batches. Entities
