@@ -202,7 +202,9 @@ pub struct GovernanceConfig {
     /// Approvals needed.
     #[serde(default)]
     pub threshold: u32,
-    /// `name:ed25519:<base64 key>` entries.
+    /// `name:ed25519:<base64 key>` entries (validated at load: names
+    /// `[A-Za-z0-9._-]{1,64}`, distinct; keys raw 32-byte Ed25519 in standard base64;
+    /// `1 ≤ threshold ≤ approvers` when approvers are given; none = no governance).
     #[serde(default)]
     pub approvers: Vec<String>,
 }
@@ -297,6 +299,7 @@ impl Config {
         if self.hsm.token_label.is_empty() {
             return Err("hsm.token_label must not be empty".into());
         }
+        crate::governance::Quorum::from_config(&self.governance)?;
         Ok(())
     }
 

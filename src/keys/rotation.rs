@@ -117,6 +117,12 @@ impl Rotation {
         map.entry(tenant.clone()).or_default().clone()
     }
 
+    /// The lock that serialises key work on `tenant` (rotation, reaping); tenant
+    /// destruction holds it too.
+    pub fn tenant_lock(&self, tenant: &TenantId) -> Arc<tokio::sync::Mutex<()>> {
+        self.lock_for(tenant)
+    }
+
     fn tenant(&self, tenant: &TenantId) -> Result<TenantRecord, RotationError> {
         self.store.read()?.tenant(tenant)?.ok_or(RotationError::NotFound)
     }

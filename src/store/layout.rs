@@ -51,6 +51,19 @@ pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
 /// `meta` key of the appliance id.
 pub const META_APPLIANCE_ID: &[u8] = b"appliance_id";
 
+/// `meta` key of the governance quorum set by a `set_quorum` proposal (JSON).
+pub const META_GOVERNANCE_QUORUM: &[u8] = b"governance_quorum";
+
+/// `len(tenant) tenant`: the prefix of every key of one tenant's data (records, index,
+/// DEKs, tombstones, privacy ledger) and the key of its per-tenant values.
+pub fn tenant_prefix(tenant: &TenantId) -> Vec<u8> {
+    let t = tenant.as_str().as_bytes();
+    let mut k = Vec::with_capacity(1 + t.len());
+    k.push(t.len() as u8);
+    k.extend_from_slice(t);
+    k
+}
+
 /// Key in `audit_by_time`.
 pub fn audit_time_key(unix_secs: u64, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
