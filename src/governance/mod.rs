@@ -501,7 +501,7 @@ pub enum GovError {
 
 /// What an approval did.
 enum Approved {
-    Recorded(Proposal),
+    Recorded(Box<Proposal>),
     /// Refused with a state change (expired / superseded): 409, event recorded.
     Closed(String),
 }
@@ -746,14 +746,14 @@ impl Governance {
                     ev.details.insert("quorum_reached".into(), true.into());
                 }
                 save(txn, &p)?;
-                Ok(Approved::Recorded(p))
+                Ok(Approved::Recorded(Box::new(p)))
             })
             .await;
         match committed {
             Ok(c) => match c.value {
                 Approved::Closed(why) => Err(GovError::Conflict(why)),
-                Approved::Recorded(p) if p.status == Status::Approved => Ok(self.execute(p).await),
-                Approved::Recorded(p) => Ok(p),
+                Approved::Recorded(p) if p.status == Status::Approved => Ok(self.execute(*p).await),
+                Approved::Recorded(p) => Ok(*p),
             },
             Err(CommitError::Refused(ChangeError::Conflict(m), _)) => Err(GovError::Conflict(m)),
             Err(CommitError::Refused(ChangeError::NotFound(m), _)) => Err(GovError::Conflict(m)),
