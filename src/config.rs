@@ -397,6 +397,41 @@ nv_index = 0x01500016
     }
 
     #[test]
+    fn governance_approvers_are_validated_at_load() {
+        let pk = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let load = |t: &str, a: &str| {
+            let env = vec![
+                ("STRONGROOM_GOVERNANCE__THRESHOLD".to_owned(), t.to_owned()),
+                ("STRONGROOM_GOVERNANCE__APPROVERS".to_owned(), a.to_owned()),
+            ];
+            Config::from_toml_with_env(BASE, Path::new("x"), env.into_iter())
+        };
+        let ok = load("1", &format!("[\"alice:ed25519:{pk}\"]")).unwrap();
+        assert_eq!(ok.governance.threshold, 1);
+        for (t, a, want) in [
+            ("2", format!("[\"alice:ed25519:{pk}\"]"), "threshold"),
+            ("0", format!("[\"alice:ed25519:{pk}\"]"), "threshold"),
+            ("1", "[\"alice:ed25519:AAAA\"]".to_owned(), "32"),
+            ("1", format!("[\"alice:rsa:{pk}\"]"), "ed25519"),
+            (
+                "1",
+                format!("[\"alice:ed25519:{pk}\", \"alice:ed25519:{pk}\"]"),
+                "twice",
+            ),
+        ] {
+            let err = load(t, &a).unwrap_err().to_string();
+            assert!(err.contains("governance") && err.contains(want), "{a}: {err}");
+        }
+        // No approvers: no governance, whatever the threshold.
+        assert!(load("2", "[]").is_ok());
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let err = Config::from_toml_with_env(&format!("{BASE}\nbogus = 1"), Path::new("x"), std::iter::empty())
             .unwrap_err()

@@ -6,7 +6,10 @@
 //! newest stored checkpoint's counter and `T` the TPM's: `S == T` ok; `S == T+1` finish
 //! the increment (crash between the two steps); anything else is a rollback or a
 //! replaced anchor. Invariants: nothing is sealed past a verification failure; once
-//! raised, the alarm stays raised for the life of the process (an operator must act).
+//! raised, the alarm stays raised for the life of the process unless a governed
+//! `acknowledge_alarm` re-anchors a *rollback* ([`Integrity::acknowledge_rollback`]: full
+//! sweep, then a checkpoint at TPM + 1 under the seal lock); a chain verification
+//! failure is never acknowledged.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
