@@ -521,3 +521,47 @@ async fn acknowledge_alarm_accepts_a_restored_copy_after_a_rollback() {
     let r = s.get("/v1/entities/e2/records", Some(&t)).await;
     assert_eq!(r.expect(200).json["records"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_verification_failure_cannot_be_acknowledged() {
+    let (alice, bob) = (Key::new("alice"), Key::new("bob"));
+    let mut s = start(2, &[&alice, &bob], &[]);
+    s.create_tenant("acme").await;
+    let t = s.tenant_token("acme", &["records:read", "records:write"]).await;
+    for i in 0..3 {
+        s.write_records(&t, &format!("e{i}"), json!([{"data": {"i": i}}])).await;
+    }
+    s.stop();
+    {
+        let raw = Raw::open(s.data_dir());
+        let events = raw.events();
+        let (seq, bytes) = events
+            .iter()
+            .find(|(_, b)| crate::integrity_support::event_json(b)["action"] == "data_write")
+            .expect("a data_write event")
+            .clone();
+        raw.write(&[(
+            "audit",
+            seq.to_be_bytes().to_vec(),
+            Some(crate::integrity_support::with_one_char_changed(&bytes)),
+        )]);
+    }
+    s.start_again();
+    s.get("/v1/entities/e1/records", Some(&t))
+        .await
+        .expect_error(503, "integrity_alarm");
+    let (id, digest) = proposed(&s, "acknowledge_alarm", json!({"reason": "looks fine to me"})).await;
+    approve(&s, &t, &id, &alice, &digest).await.expect(200);
+    let r = approve(&s, &t, &id, &bob, &digest).await;
+    r.expect(200);
+    assert_eq!(r.json["status"], "failed", "{}", r.text);
+    assert!(
+        r.json["result"].as_str().unwrap().contains("cannot be acknowledged"),
+        "{}",
+        r.text
+    );
+    // Still refused.
+    s.get("/v1/entities/e1/records", Some(&t))
+        .await
+        .expect_error(503, "integrity_alarm");
+}
