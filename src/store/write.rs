@@ -209,7 +209,10 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
                     Err(lmdb::Error::NotFound) => None,
                     Err(e) => return Err(e.into()),
                 };
-                if current.is_some_and(|v| v != dek.kek_version) {
+                // No tenant (destroyed by governance since the caller looked): no new
+                // key, so nothing can be written under a destroyed tenant's prefix; the
+                // caller retries and finds the tenant gone.
+                if current.is_none_or(|v| v != dek.kek_version) {
                     return Err(ChangeError::StaleKey);
                 }
                 self.txn
