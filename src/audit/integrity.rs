@@ -594,7 +594,7 @@ impl Integrity {
 
 /// Debug builds only: exit abruptly at a named point when `STRONGROOM_TEST_FAULT` names
 /// it (crash-safety tests).
-fn inject_fault(point: &str) {
+pub(crate) fn inject_fault(point: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("STRONGROOM_TEST_FAULT").is_ok_and(|f| f == point) {
         tracing::error!(point, "injected fault: exiting abruptly");

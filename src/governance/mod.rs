@@ -942,6 +942,9 @@ impl Governance {
                 )
             })
             .await?;
+        if done.pending_keks.is_some() {
+            crate::audit::integrity::inject_fault("after_tenant_destroy_commit");
+        }
         self.destroy_keks(done).await
     }
 

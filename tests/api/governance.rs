@@ -9,7 +9,9 @@ use rand::RngCore;
 use serde_json::{json, Value};
 
 use crate::harness::{Resp, TestServer};
-use crate::integrity_support::{assert_healthy, backup_path, copy_dir, restore_dir, tpm_counter, Raw};
+use crate::integrity_support::{
+    assert_healthy, backup_path, copy_dir, events_with_action, eventually, restore_dir, tpm_counter, Raw, ServeProc,
+};
 
 const PROPOSALS: &str = "/v1/admin/proposals";
 
@@ -564,4 +566,62 @@ async fn a_chain_verification_failure_cannot_be_acknowledged() {
     s.get("/v1/entities/e1/records", Some(&t))
         .await
         .expect_error(503, "integrity_alarm");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destruction_interrupted_after_its_commit_is_finished_at_the_next_start() {
+    let (alice, bob) = (Key::new("alice"), Key::new("bob"));
+    let mut s = start(2, &[&alice, &bob], &[]);
+    s.create_tenant("acme").await;
+    let t = s.tenant_token("acme", &["records:write"]).await;
+    s.write_records(&t, "e1", json!([{"data": {"x": 1}}])).await;
+    let (id, digest) = proposed(&s, "destroy_tenant", json!({"tenant_id": "acme"})).await;
+    approve(&s, s.operator(), &id, &alice, &digest).await.expect(200);
+    s.stop();
+
+    // The approval that completes the quorum commits the destruction, then the process
+    // dies before the HSM keys are destroyed.
+    let approvers = approvers_env(&[&alice, &bob]);
+    let mut p = ServeProc::spawn(
+        &s,
+        &[
+            ("STRONGROOM_GOVERNANCE__THRESHOLD", "2"),
+            ("STRONGROOM_GOVERNANCE__APPROVERS", approvers.as_str()),
+            ("STRONGROOM_TEST_FAULT", "after_tenant_destroy_commit"),
+        ],
+    );
+    let body = json!({"approver": "bob", "signature": bob.sign(&digest)});
+    let r = p
+        .post(&format!("{PROPOSALS}/{id}/approvals"), s.operator(), &body)
+        .await;
+    assert!(r.is_err(), "the process dies before answering: {r:?}");
+    let exit = p.wait_exit(std::time::Duration::from_secs(30));
+    assert_eq!(exit.code(), Some(86), "the injected fault fires: {exit}");
+    drop(p);
+    let events = Raw::open(s.data_dir()).events();
+    assert_eq!(events_with_action(&events, "proposal_execute").len(), 1);
+    assert!(events_with_action(&events, "tenant_destroy").is_empty());
+
+    // The next start finishes it: KEKs destroyed, tenant_destroy recorded.
+    s.start_again();
+    let data_dir = s.data_dir().to_path_buf();
+    eventually(
+        "tenant_destroy after restart",
+        std::time::Duration::from_secs(30),
+        || {
+            let dir = data_dir.clone();
+            async move {
+                let events = Raw::open(&dir).events();
+                (!events_with_action(&events, "tenant_destroy").is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
+    let g = s.get(&format!("{PROPOSALS}/{id}"), Some(s.operator())).await;
+    assert_eq!(g.expect(200).json["status"], "executed");
+    s.get("/v1/entities/e1/records", Some(&t))
+        .await
+        .expect_error(401, "unauthorized");
+    // KEK v1 is gone from the HSM: the label is free for a new tenant of that name.
+    s.create_tenant("acme").await;
 }
