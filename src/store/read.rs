@@ -586,6 +586,11 @@ impl ReadTxn<'_> {
         Ok(out)
     }
 
+    /// Whether `tenant` was destroyed by governance (its id is not reused).
+    pub fn tenant_destroyed(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        Ok(get(&self.txn, self.dbs.meta, &layout::destroyed_tenant_key(tenant))?.is_some())
+    }
+
     /// The quorum stored by a `set_quorum` proposal, if any.
     pub fn governance_quorum(&self) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(get(&self.txn, self.dbs.meta, layout::META_GOVERNANCE_QUORUM)?.map(<[u8]>::to_vec))

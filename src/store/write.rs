@@ -126,8 +126,18 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
             })
     }
 
-    /// Create a tenant; `Conflict` if it exists.
+    /// Create a tenant; `Conflict` if it exists or its id was destroyed.
     pub fn insert_tenant(&mut self, _scope: &OperatorScope, tenant: &TenantRecord) -> Result<(), ChangeError> {
+        if exists(
+            self.txn,
+            self.dbs.meta,
+            &layout::destroyed_tenant_key(&tenant.tenant_id),
+        )? {
+            return Err(ChangeError::Conflict(format!(
+                "tenant id {} belonged to a destroyed tenant; tenant ids are not reused",
+                tenant.tenant_id
+            )));
+        }
         let value = serde_json::to_vec(tenant).map_err(|_| ChangeError::Corrupt("tenant"))?;
         self.txn
             .put(
@@ -533,6 +543,12 @@ impl WriteTxn<'_, '_> {
             }
         }
         self.txn.del(self.dbs.tenants, &tenant.as_str(), None)?;
+        self.txn.put(
+            self.dbs.meta,
+            &layout::destroyed_tenant_key(tenant),
+            &at.to_be_bytes(),
+            WriteFlags::empty(),
+        )?;
         Ok(DestroyCounts {
             tenant: record,
             records,

@@ -327,6 +327,11 @@ async fn destroy_tenant_revokes_tokens_deletes_data_and_destroys_every_kek() {
         .await
         .expect(200);
 
+    let labels = hsm_secret_key_labels(&s);
+    for v in 1..=3 {
+        assert!(labels.contains(&format!("strongroom/tenant/acme/v{v}")), "{labels:?}");
+    }
+
     let (id, digest) = proposed(&s, "destroy_tenant", json!({"tenant_id": "acme"})).await;
     let r = approve(&s, s.operator(), &id, &alice, &digest).await;
     assert_eq!(r.expect(200).json["status"], "pending");
@@ -393,21 +398,55 @@ async fn destroy_tenant_revokes_tokens_deletes_data_and_destroys_every_kek() {
     drop(raw);
     s.start_again();
 
-    // Every KEK version is gone from the HSM: the labels v1..v3 are free again (a label
-    // still present makes creation / rotation refuse with 409).
-    s.create_tenant("acme").await;
-    for _ in 0..2 {
-        s.post("/v1/admin/tenants/acme/rotate", Some(s.operator()), &json!({}))
-            .await
-            .expect(200);
-    }
-    // A destroyed tenant's old token stays dead even though the id exists again.
+    // Every KEK version is gone from the HSM; the other tenant's key is there.
+    let labels = hsm_secret_key_labels(&s);
+    assert!(
+        !labels.iter().any(|l| l.starts_with("strongroom/tenant/acme/")),
+        "{labels:?}"
+    );
+    assert!(labels.iter().any(|l| l == "strongroom/tenant/other/v1"), "{labels:?}");
+    // The id is not reused (its audit history stays filed under it).
+    let r = s
+        .post("/v1/admin/tenants", Some(s.operator()), &json!({"tenant_id": "acme"}))
+        .await;
+    r.expect_error(409, "conflict");
+    assert!(r.text.contains("not reused"), "{}", r.text);
     s.get("/v1/entities/car-1/records", Some(&t))
         .await
         .expect_error(401, "unauthorized");
-    let fresh = s.tenant_token("acme", &["records:read"]).await;
-    let r = s.get("/v1/entities/car-1/records", Some(&fresh)).await;
-    assert_eq!(r.expect(200).json["records"], json!([]), "no data survives");
+}
+
+/// Labels of the secret keys on the server's SoftHSM token (`pkcs11-tool`, opensc).
+fn hsm_secret_key_labels(s: &TestServer) -> Vec<String> {
+    let text = std::fs::read_to_string(s.dir().join("strongroom.toml")).expect("config");
+    let config: toml::Value = toml::from_str(&text).expect("config TOML");
+    let module = config["hsm"]["module"].as_str().expect("hsm.module");
+    let token = config["hsm"]["token_label"].as_str().expect("hsm.token_label");
+    let pin = std::fs::read_to_string(s.hsm_dir().join("pin")).expect("pin");
+    let out = std::process::Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", s.hsm_dir().join("softhsm2.conf"))
+        .args([
+            "--module",
+            module,
+            "--token-label",
+            token,
+            "--login",
+            "--pin",
+            pin.trim(),
+        ])
+        .args(["--list-objects", "--type", "secrkey"])
+        .output()
+        .expect("run pkcs11-tool (package opensc)");
+    assert!(
+        out.status.success(),
+        "pkcs11-tool failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("label:"))
+        .map(|l| l.trim().to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -622,6 +661,9 @@ async fn a_destruction_interrupted_after_its_commit_is_finished_at_the_next_star
     s.get("/v1/entities/e1/records", Some(&t))
         .await
         .expect_error(401, "unauthorized");
-    // KEK v1 is gone from the HSM: the label is free for a new tenant of that name.
-    s.create_tenant("acme").await;
+    let labels = hsm_secret_key_labels(&s);
+    assert!(
+        !labels.iter().any(|l| l.starts_with("strongroom/tenant/acme/")),
+        "{labels:?}"
+    );
 }
