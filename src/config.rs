@@ -202,7 +202,9 @@ pub struct GovernanceConfig {
     /// Approvals needed.
     #[serde(default)]
     pub threshold: u32,
-    /// `name:ed25519:<base64 key>` entries.
+    /// `name:ed25519:<base64 key>` entries (validated at load: names
+    /// `[A-Za-z0-9._-]{1,64}`, distinct; keys raw 32-byte Ed25519 in standard base64;
+    /// `1 ≤ threshold ≤ approvers` when approvers are given; none = no governance).
     #[serde(default)]
     pub approvers: Vec<String>,
 }
@@ -297,6 +299,7 @@ impl Config {
         if self.hsm.token_label.is_empty() {
             return Err("hsm.token_label must not be empty".into());
         }
+        crate::governance::Quorum::from_config(&self.governance)?;
         Ok(())
     }
 
@@ -391,6 +394,41 @@ nv_index = 0x01500016
         assert_eq!(c.hsm.pin_file, PathBuf::from("/run/pin"));
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.tpm.nv_index, 0x0150_0017);
+    }
+
+    #[test]
+    fn governance_approvers_are_validated_at_load() {
+        let pk = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let load = |t: &str, a: &str| {
+            let env = vec![
+                ("STRONGROOM_GOVERNANCE__THRESHOLD".to_owned(), t.to_owned()),
+                ("STRONGROOM_GOVERNANCE__APPROVERS".to_owned(), a.to_owned()),
+            ];
+            Config::from_toml_with_env(BASE, Path::new("x"), env.into_iter())
+        };
+        let ok = load("1", &format!("[\"alice:ed25519:{pk}\"]")).unwrap();
+        assert_eq!(ok.governance.threshold, 1);
+        for (t, a, want) in [
+            ("2", format!("[\"alice:ed25519:{pk}\"]"), "threshold"),
+            ("0", format!("[\"alice:ed25519:{pk}\"]"), "threshold"),
+            ("1", "[\"alice:ed25519:AAAA\"]".to_owned(), "32"),
+            ("1", format!("[\"alice:rsa:{pk}\"]"), "ed25519"),
+            (
+                "1",
+                format!("[\"alice:ed25519:{pk}\", \"alice:ed25519:{pk}\"]"),
+                "twice",
+            ),
+        ] {
+            let err = load(t, &a).unwrap_err().to_string();
+            assert!(err.contains("governance") && err.contains(want), "{a}: {err}");
+        }
+        // No approvers: no governance, whatever the threshold.
+        assert!(load("2", "[]").is_ok());
     }
 
     #[test]

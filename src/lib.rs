@@ -5,7 +5,7 @@
 //! → `records` (domain service) → `keys` (DEK cache, HSM unwrap) → `store` (LMDB,
 //! one write transaction = the change + its audit event, group commit) with `audit`
 //! defining the event format and chain. `telemetry` holds the Prometheus metrics,
-//! `config` the TOML configuration, `cli` the `init`/`serve`/`dev` commands.
+//! `config` the TOML configuration, `governance` the multi-party approvals, `cli` the `init`/`serve`/`dev` commands.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod erasure;
+pub mod governance;
 pub mod keys;
 pub mod privacy;
 pub mod records;

@@ -30,6 +30,9 @@ pub struct Ctx {
     pub resource: String,
     /// Authenticated principal, once known.
     pub principal: Option<Principal>,
+    /// Served under an integrity alarm (governance: the alarm is acknowledged through it;
+    /// the handler decides what it allows).
+    pub alarm_exempt: bool,
 }
 
 /// Render a path segment for the `resource` field: the id if valid, else a marker (so
@@ -56,6 +59,7 @@ impl Ctx {
             action,
             resource,
             principal: None,
+            alarm_exempt: false,
         }
     }
 
@@ -95,7 +99,7 @@ impl Ctx {
             Ok(Ok(p)) => {
                 self.principal = Some(p.clone());
                 // Audit reads stay available under an alarm: they are how operators see why.
-                let audit_read = matches!(self.action, Action::AuditRead | Action::AuditExport);
+                let audit_read = self.alarm_exempt || matches!(self.action, Action::AuditRead | Action::AuditExport);
                 if let (false, Err(alarm)) = (audit_read, self.state.guard_integrity()) {
                     return Err(self.reject(alarm).await);
                 }

@@ -53,6 +53,11 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
+    /// 400 `invalid_signature`: a governance approval whose approver is unknown or whose
+    /// signature does not verify.
+    pub fn invalid_signature(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_signature", message)
+    }
     /// 413 `payload_too_large`.
     pub fn too_large(limit: usize) -> Self {
         Self::new(

@@ -10,6 +10,7 @@ pub mod ctx;
 pub mod erasure;
 pub mod error;
 pub mod health;
+pub mod proposals;
 pub mod query;
 pub mod records;
 pub mod tenants;
@@ -58,8 +59,10 @@ pub struct AppState {
     pub erasure: ErasureService,
     /// Differentially private queries.
     pub privacy: crate::privacy::PrivacyService,
-    /// Serialises tenant creation (see `tenants`).
-    pub tenant_admin: tokio::sync::Mutex<()>,
+    /// Serialises tenant creation (see `tenants`) and destruction (governance).
+    pub tenant_admin: Arc<tokio::sync::Mutex<()>>,
+    /// Multi-party governance.
+    pub governance: crate::governance::Governance,
 }
 
 impl AppState {
@@ -83,7 +86,17 @@ impl AppState {
             clock.clone(),
         );
         let privacy = crate::privacy::PrivacyService::new(store.clone(), keys.clone(), &metrics);
+        let tenant_admin: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let governance = crate::governance::Governance::new(
+            store.clone(),
+            keys.clone(),
+            integrity.clone(),
+            rotation.clone(),
+            clock.clone(),
+            tenant_admin.clone(),
+        );
         Self {
+            governance,
             privacy,
             store,
             keys,
@@ -94,13 +107,19 @@ impl AppState {
             metrics,
             clock,
             max_body,
-            tenant_admin: Default::default(),
+            tenant_admin,
         }
     }
 
     /// Use the `[privacy]` budget policy.
     pub fn with_privacy_policy(mut self, policy: crate::privacy::PrivacyPolicy) -> Self {
         self.privacy = self.privacy.with_policy(policy);
+        self
+    }
+
+    /// Use the `[governance]` quorum.
+    pub fn with_governance(mut self, quorum: Option<crate::governance::Quorum>) -> Self {
+        self.governance = self.governance.with_config_quorum(quorum);
         self
     }
 
@@ -138,6 +157,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/admin/tenants/{tenant_id}/rotate", web::post().to(tenants::rotate))
         .route("/v1/admin/entity/{entity_id}", web::delete().to(erasure::erase))
         .route("/v1/query", web::post().to(query::query))
+        .route("/v1/admin/proposals", web::post().to(proposals::create))
+        .route("/v1/admin/proposals/{proposal_id}", web::get().to(proposals::get))
+        .route(
+            "/v1/admin/proposals/{proposal_id}/approvals",
+            web::post().to(proposals::approve),
+        )
         .route("/v1/admin/tokens", web::post().to(tokens::create))
         .route("/v1/admin/tokens/{token_id}", web::delete().to(tokens::revoke))
         .route("/v1/entities/{entity_id}/records", web::post().to(records::write))

@@ -52,13 +52,25 @@ pub async fn create(
     };
 
     let _serial = state.tenant_admin.lock().await;
-    let exists = match state.store.read().and_then(|t| t.tenant(&tenant)) {
-        Ok(e) => e.is_some(),
+    let (exists, destroyed) = match state
+        .store
+        .read()
+        .and_then(|t| Ok((t.tenant(&tenant)?.is_some(), t.tenant_destroyed(&tenant)?)))
+    {
+        Ok(e) => e,
         Err(e) => return Err(ctx.internal(&e).await),
     };
     if exists {
         return Err(ctx
             .reject(ApiError::conflict(format!("tenant {tenant} already exists")))
+            .await);
+    }
+    if destroyed {
+        // Checked before any HSM key is made; `insert_tenant` checks again.
+        return Err(ctx
+            .reject(ApiError::conflict(format!(
+                "tenant id {tenant} belonged to a destroyed tenant; tenant ids are not reused"
+            )))
             .await);
     }
     let version = 1;

@@ -6,7 +6,10 @@
 //! newest stored checkpoint's counter and `T` the TPM's: `S == T` ok; `S == T+1` finish
 //! the increment (crash between the two steps); anything else is a rollback or a
 //! replaced anchor. Invariants: nothing is sealed past a verification failure; once
-//! raised, the alarm stays raised for the life of the process (an operator must act).
+//! raised, the alarm stays raised for the life of the process unless a governed
+//! `acknowledge_alarm` re-anchors a *rollback* ([`Integrity::acknowledge_rollback`]: full
+//! sweep, then a checkpoint at TPM + 1 under the seal lock); a chain verification
+//! failure is never acknowledged.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -29,10 +32,12 @@ pub const FULL_SWEEP_MAX_EVENTS: u64 = 1_000_000;
 /// See [`FULL_SWEEP_MAX_EVENTS`].
 pub const FULL_SWEEP_EVERY: u64 = 30;
 
-/// The integrity alarm shared with the API: set once, never cleared in-process.
+/// The integrity alarm shared with the API: set once; cleared in-process only by the
+/// governed `acknowledge_alarm` operation ([`Integrity::acknowledge_rollback`]).
 #[derive(Clone)]
 pub struct Alarm {
-    reason: Arc<RwLock<Option<String>>>,
+    /// The detection's action (`rollback_detected` / `chain_verify_failed`) and reason.
+    reason: Arc<RwLock<Option<(Action, String)>>>,
     gauge: IntGauge,
 }
 
@@ -47,20 +52,33 @@ impl Alarm {
     }
     /// The reason, when raised.
     pub fn reason(&self) -> Option<String> {
+        self.state().map(|(_, why)| why)
+    }
+    /// The kind of detection (`RollbackDetected` or `ChainVerifyFailed`), when raised.
+    pub fn kind(&self) -> Option<Action> {
+        self.state().map(|(kind, _)| kind)
+    }
+    fn state(&self) -> Option<(Action, String)> {
         self.reason
             .read()
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
     }
     /// Raise; returns false if it was already raised.
-    fn raise(&self, why: &str) -> bool {
+    fn raise(&self, kind: Action, why: &str) -> bool {
         let mut r = self.reason.write().unwrap_or_else(|p| p.into_inner());
         self.gauge.set(1);
         if r.is_some() {
             return false;
         }
-        *r = Some(why.to_owned());
+        *r = Some((kind, why.to_owned()));
         true
+    }
+    /// Clear (only after the current state was re-anchored under the seal lock).
+    fn clear(&self) {
+        let mut r = self.reason.write().unwrap_or_else(|p| p.into_inner());
+        *r = None;
+        self.gauge.set(0);
     }
 }
 
@@ -182,7 +200,7 @@ impl Integrity {
 
     /// Raise the alarm and record the detection in the audit log (once).
     pub async fn raise(&self, action: Action, reason: &str) {
-        if !self.alarm.raise(reason) {
+        if !self.alarm.raise(action, reason) {
             return;
         }
         tracing::error!(reason, "INTEGRITY ALARM: data endpoints now refuse service");
@@ -376,6 +394,109 @@ impl Integrity {
         Ok(())
     }
 
+    /// The governed `acknowledge_alarm` operation: accept the current state after a
+    /// **rollback** alarm. Under the seal lock: the whole chain must verify (a chain
+    /// verification failure is never acknowledged), the stored checkpoints must not be
+    /// ahead of the TPM, then the verified prefix is sealed as a new checkpoint carrying
+    /// the TPM's current value + 1 (commit, then increment, as in SPEC §7) and the alarm
+    /// is cleared. Returns the result text for the proposal, or why it was refused.
+    pub async fn acknowledge_rollback(&self, reason: &str, proposal_id: &str) -> Result<String, String> {
+        let mut st = self.seal.lock().await;
+        let Some((kind, alarm)) = self.alarm.state() else {
+            return Ok("no integrity alarm was raised; nothing to acknowledge".to_owned());
+        };
+        let chain_failure = |why: &str| {
+            format!(
+                "the alarm is an audit chain verification failure ({why}); it cannot be acknowledged in this version: restore the newest good copy of the data directory"
+            )
+        };
+        if kind != Action::RollbackDetected {
+            return Err(chain_failure(&alarm));
+        }
+        if let Some(f) = self.verifier.failure() {
+            return Err(chain_failure(&f.to_string()));
+        }
+        let tpm = self
+            .tpm_read()
+            .await
+            .map_err(|e| format!("cannot acknowledge: the TPM counter cannot be read ({e})"))?;
+        let verifier = self.verifier.clone();
+        let prefix = tokio::task::spawn_blocking(move || verifier.full_sweep())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot acknowledge: the audit log cannot be read ({e})"))?
+            .map_err(|f| chain_failure(&f.to_string()))?;
+        let stored = self
+            .store
+            .read()
+            .and_then(|t| t.latest_checkpoint())
+            .map_err(|e| format!("cannot acknowledge: {e}"))?
+            .map(|(c, _)| c);
+        if stored.is_some_and(|c| c > tpm) {
+            return Err(format!(
+                "cannot acknowledge: the stored checkpoints (counter {}) are ahead of the TPM ({tpm}); the TPM or its NV index was replaced, which this version cannot re-anchor",
+                stored.unwrap_or_default()
+            ));
+        }
+        let counter = tpm + 1;
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size: prefix.size,
+            root: prefix.root,
+            chain_head: prefix.head,
+            nv_index: self.nv_index,
+            counter,
+        };
+        let body = cp.body();
+        let signature = self
+            .hsm
+            .call(move |b| b.sign(body.as_bytes()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("HSM signing failed: {e}"))?;
+        let note = cp.signed_note(&self.public_key, &signature);
+        let ev = PendingEvent::new(
+            Action::CheckpointSeal,
+            "system:governance",
+            "audit",
+            proposal_id.to_owned(),
+        )
+        .detail("counter", counter)
+        .detail("size", prefix.size)
+        .detail("reason", "acknowledge_alarm")
+        .detail("proposal_id", proposal_id)
+        .detail("acknowledged_alarm", alarm.as_str())
+        .detail("operator_reason", reason);
+        let scope = system_scope();
+        self.store
+            .commit(ev, move |txn, _| txn.put_checkpoint(&scope, counter, &note))
+            .await
+            .map_err(|e| format!("cannot store checkpoint {counter}: {e}"))?;
+        st.counter = counter;
+        st.increment_pending = true;
+        self.finish_increment(counter).await?;
+        st.increment_pending = false;
+        st.size = prefix.size;
+        st.last_seal = Instant::now();
+        // The new checkpoint must verify against the chain like any other.
+        let verifier = self.verifier.clone();
+        tokio::task::spawn_blocking(move || verifier.full_sweep())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .map_err(|f| chain_failure(&f.to_string()))?;
+        self.alarm.clear();
+        tracing::warn!(
+            counter,
+            proposal_id,
+            "rollback alarm acknowledged by governance; alarm cleared"
+        );
+        Ok(format!(
+            "rollback alarm acknowledged: the current state ({} events) is sealed as checkpoint {counter} (TPM counter {tpm} -> {counter}); the alarm was: {alarm}",
+            prefix.size
+        ))
+    }
+
     /// Ask for a seal soon (security-critical event), rate limited by `min_interval`.
     pub fn critical_event(&self) {
         self.critical.notify_one();
@@ -473,7 +594,7 @@ impl Integrity {
 
 /// Debug builds only: exit abruptly at a named point when `STRONGROOM_TEST_FAULT` names
 /// it (crash-safety tests).
-fn inject_fault(point: &str) {
+pub(crate) fn inject_fault(point: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("STRONGROOM_TEST_FAULT").is_ok_and(|f| f == point) {
         tracing::error!(point, "injected fault: exiting abruptly");

@@ -41,6 +41,7 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
     }
     let tls = api::tls_config(&config.tls_cert, &config.tls_key).map_err(CliError::config)?;
     let privacy = crate::privacy::PrivacyPolicy::from_config(&config.privacy).map_err(CliError::config)?;
+    let quorum = crate::governance::Quorum::from_config(&config.governance).map_err(CliError::config)?;
     let hsm = boot::open_hsm(config)?;
     let public_key = boot::signing_key(&hsm)?;
     let counter = boot::open_counter(config)?;
@@ -82,7 +83,8 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
             config.max_body_bytes,
             i64::try_from(config.keys.kek_retention_secs).unwrap_or(i64::MAX),
         )
-        .with_privacy_policy(privacy),
+        .with_privacy_policy(privacy)
+        .with_governance(quorum),
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -106,6 +108,13 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
             },
         }
         integrity.spawn_background();
+        // Finish governance operations approved but not finished before a stop.
+        let governance = state.governance.clone();
+        tokio::spawn(async move {
+            if let Err(e) = governance.resume().await {
+                tracing::error!(error = %e, "cannot resume governance proposals");
+            }
+        });
         // Finish interrupted rotations, then destroy retired KEKs whose window passed,
         // now and every ten minutes.
         let rotation = state.rotation.clone();

@@ -105,6 +105,12 @@ impl Rotation {
         map.entry(tenant.clone()).or_default().clone()
     }
 
+    /// The lock that serialises key work on `tenant` (rotation, reaping); tenant
+    /// destruction holds it too.
+    pub fn tenant_lock(&self, tenant: &TenantId) -> Arc<tokio::sync::Mutex<()>> {
+        self.lock_for(tenant)
+    }
+
     fn tenant(&self, tenant: &TenantId) -> Result<TenantRecord, RotationError> {
         self.store.read()?.tenant(tenant)?.ok_or(RotationError::NotFound)
     }
@@ -284,8 +290,14 @@ impl Rotation {
             .filter(|t| t.rotation_started_at.is_some() || t.pending_version.is_some() || t.rotation_required);
         for t in due {
             tracing::warn!(tenant = %t.tenant_id, "running an outstanding key rotation");
-            self.rotate_if_required(&t.tenant_id, system_event("resume", &t.tenant_id))
-                .await?;
+            match self
+                .rotate_if_required(&t.tenant_id, system_event("resume", &t.tenant_id))
+                .await
+            {
+                // Destroyed (governance) since the listing.
+                Ok(_) | Err(RotationError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -302,7 +314,12 @@ impl Rotation {
             }
             let lock = self.lock_for(&t.tenant_id);
             let _serial = lock.lock().await;
-            let mut record = self.tenant(&t.tenant_id)?;
+            let mut record = match self.tenant(&t.tenant_id) {
+                Ok(r) => r,
+                // Destroyed (governance) since the listing.
+                Err(RotationError::NotFound) => continue,
+                Err(e) => return Err(e),
+            };
             let deks = self.store.read()?.tenant_deks(&system_tenant_scope(&t.tenant_id))?;
             let in_use: Vec<u32> = deks.into_iter().map(|(_, w)| w.kek_version).collect();
             let due: Vec<u32> = record

@@ -59,6 +59,21 @@ fn query_latency_over_100k_records() {
     let store = Store::open(dir.path(), Arc::new(Metrics::new().unwrap())).unwrap();
     let tenant = TenantId::parse("bench").unwrap();
     let scope = crate::auth::system_tenant_scope(&tenant);
+    let record = crate::store::TenantRecord {
+        tenant_id: tenant.clone(),
+        key_version: 1,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        pending_version: None,
+        rotation_required: false,
+        rotation_started_at: None,
+        retired: Vec::new(),
+    };
+    store
+        .commit_blocking(
+            PendingEvent::new(Action::TenantCreate, "bench", "bench", "bench"),
+            move |txn, _| txn.insert_tenant(&crate::auth::system_scope(), &record),
+        )
+        .unwrap();
     let mut keys: HashMap<EntityId, Arc<DataKey>> = HashMap::new();
     for chunk in 0..ENTITIES / 100 {
         let mut batch = Vec::new();

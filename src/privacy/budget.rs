@@ -54,7 +54,8 @@ pub enum Charge {
     Conflict(&'static str),
 }
 
-/// Charge `epsilon` against `total` (or replay), recording the decision in `ev`.
+/// Charge `epsilon` against `total` plus the tenant's governed extra (or replay),
+/// recording the decision in `ev`.
 pub fn charge(
     txn: &mut WriteTxn<'_, '_>,
     ev: &mut PendingEvent,
@@ -83,6 +84,8 @@ pub fn charge(
             return Ok(Charge::Conflict(conflict));
         }
     }
+    // Governance (`raise_budget`) may have added to the configured total.
+    let total = Epsilon::from_micros(total.micros().saturating_add(txn.dp_extra(scope)?));
     let spent = Epsilon::from_micros(txn.dp_spent(scope)?);
     match spent.checked_add(epsilon).filter(|after| *after <= total) {
         Some(after) => {

@@ -51,6 +51,27 @@ pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
 /// `meta` key of the appliance id.
 pub const META_APPLIANCE_ID: &[u8] = b"appliance_id";
 
+/// `meta` key of the governance quorum set by a `set_quorum` proposal (JSON).
+pub const META_GOVERNANCE_QUORUM: &[u8] = b"governance_quorum";
+
+/// `meta` key marking a tenant id destroyed by governance (ids are not reused: the audit
+/// log files events by tenant id, and a new tenant must not inherit another's history).
+pub fn destroyed_tenant_key(tenant: &TenantId) -> Vec<u8> {
+    let mut k = b"destroyed_tenant/".to_vec();
+    k.extend_from_slice(tenant.as_str().as_bytes());
+    k
+}
+
+/// `len(tenant) tenant`: the prefix of every key of one tenant's data (records, index,
+/// DEKs, tombstones, privacy ledger) and the key of its per-tenant values.
+pub fn tenant_prefix(tenant: &TenantId) -> Vec<u8> {
+    let t = tenant.as_str().as_bytes();
+    let mut k = Vec::with_capacity(1 + t.len());
+    k.push(t.len() as u8);
+    k.extend_from_slice(t);
+    k
+}
+
 /// Key in `audit_by_time`.
 pub fn audit_time_key(unix_secs: u64, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use lmdb::{Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction};
 
 pub use read::{AuditFilter, AuditPage, ReadTxn, RecordPage, RetiredKek, StoredRecord, TenantRecord, TenantRecordRef};
-pub use write::{ChangeError, EraseCounts, KeyOrigin, NewRecord, WriteTxn};
+pub use write::{ChangeError, DestroyCounts, EraseCounts, KeyOrigin, NewRecord, WriteTxn};
 pub use writer::{CommitError, Committed, EventReceipt};
 
 use crate::audit::{ChainHash, PendingEvent};
@@ -82,6 +82,11 @@ pub struct Dbs {
     /// `len(tenant) tenant` ‖ Idempotency-Key → ledger entry JSON (query fingerprint and,
     /// once stored, the exact answer).
     pub dp_idempotency: Database,
+    /// `len(tenant) tenant` → ε added to the tenant's configured budget by governance
+    /// (`raise_budget`), micro-ε u64 BE.
+    pub dp_budget_extra: Database,
+    /// proposal id → governance proposal JSON (`crate::governance::Proposal`).
+    pub proposals: Database,
 }
 
 /// Handle to the store. Cheap to clone.
@@ -132,6 +137,8 @@ impl Store {
             erased: create("erased")?,
             dp_budget: create("dp_budget")?,
             dp_idempotency: create("dp_idempotency")?,
+            dp_budget_extra: create("dp_budget_extra")?,
+            proposals: create("proposals")?,
         };
         let env = Arc::new(env);
         let head = read::audit_head(&env.begin_ro_txn()?, dbs.meta)?;

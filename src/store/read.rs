@@ -566,3 +566,33 @@ impl ReadTxn<'_> {
         Ok(out)
     }
 }
+
+/// Governance (see `crate::governance`).
+impl ReadTxn<'_> {
+    /// A proposal's stored bytes.
+    pub fn proposal(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(get(&self.txn, self.dbs.proposals, id.as_bytes())?.map(<[u8]>::to_vec))
+    }
+
+    /// Every proposal's stored bytes, by id.
+    pub fn proposals(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut cursor = self.txn.open_ro_cursor(self.dbs.proposals)?;
+        let mut out = Vec::new();
+        for item in cursor.iter_start() {
+            let (_, v) = item?;
+            out.push(v.to_vec());
+        }
+        drop(cursor);
+        Ok(out)
+    }
+
+    /// Whether `tenant` was destroyed by governance (its id is not reused).
+    pub fn tenant_destroyed(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        Ok(get(&self.txn, self.dbs.meta, &layout::destroyed_tenant_key(tenant))?.is_some())
+    }
+
+    /// The quorum stored by a `set_quorum` proposal, if any.
+    pub fn governance_quorum(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(get(&self.txn, self.dbs.meta, layout::META_GOVERNANCE_QUORUM)?.map(<[u8]>::to_vec))
+    }
+}

@@ -126,8 +126,18 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
             })
     }
 
-    /// Create a tenant; `Conflict` if it exists.
+    /// Create a tenant; `Conflict` if it exists or its id was destroyed.
     pub fn insert_tenant(&mut self, _scope: &OperatorScope, tenant: &TenantRecord) -> Result<(), ChangeError> {
+        if exists(
+            self.txn,
+            self.dbs.meta,
+            &layout::destroyed_tenant_key(&tenant.tenant_id),
+        )? {
+            return Err(ChangeError::Conflict(format!(
+                "tenant id {} belonged to a destroyed tenant; tenant ids are not reused",
+                tenant.tenant_id
+            )));
+        }
         let value = serde_json::to_vec(tenant).map_err(|_| ChangeError::Corrupt("tenant"))?;
         self.txn
             .put(
@@ -209,7 +219,10 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
                     Err(lmdb::Error::NotFound) => None,
                     Err(e) => return Err(e.into()),
                 };
-                if current.is_some_and(|v| v != dek.kek_version) {
+                // No tenant (destroyed by governance since the caller looked): no new
+                // key, so nothing can be written under a destroyed tenant's prefix; the
+                // caller retries and finds the tenant gone.
+                if current.is_none_or(|v| v != dek.kek_version) {
                     return Err(ChangeError::StaleKey);
                 }
                 self.txn
@@ -389,5 +402,161 @@ impl WriteTxn<'_, '_> {
         k.extend_from_slice(key.as_bytes());
         self.txn.put(self.dbs.dp_idempotency, &k, &entry, WriteFlags::empty())?;
         Ok(())
+    }
+}
+
+/// What destroying a tenant removed (see [`WriteTxn::destroy_tenant`]).
+#[derive(Debug, Clone)]
+pub struct DestroyCounts {
+    /// The tenant record as it was (its KEK versions are destroyed after the commit).
+    pub tenant: TenantRecord,
+    /// Records deleted.
+    pub records: u64,
+    /// Record-id index entries deleted.
+    pub index_entries: u64,
+    /// Wrapped DEKs deleted.
+    pub deks: u64,
+    /// Erasure tombstones deleted.
+    pub tombstones: u64,
+    /// Idempotency-ledger entries deleted.
+    pub ledger_entries: u64,
+    /// Tokens of the tenant revoked by this change.
+    pub tokens_revoked: u64,
+}
+
+/// Governance (see `crate::governance`): proposals, the stored quorum, budget raises and
+/// tenant destruction. Values are opaque bytes here; the governance module owns their
+/// format.
+impl WriteTxn<'_, '_> {
+    /// A proposal's stored bytes.
+    pub fn proposal(&self, id: &str) -> Result<Option<Vec<u8>>, ChangeError> {
+        match self.txn.get(self.dbs.proposals, &id.as_bytes()) {
+            Ok(v) => Ok(Some(v.to_vec())),
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Store a proposal (created or updated).
+    pub fn put_proposal(&mut self, id: &str, value: &[u8]) -> Result<(), ChangeError> {
+        self.txn
+            .put(self.dbs.proposals, &id.as_bytes(), &value, WriteFlags::empty())?;
+        Ok(())
+    }
+
+    /// The quorum stored by a `set_quorum` proposal, if any.
+    pub fn governance_quorum(&self) -> Result<Option<Vec<u8>>, ChangeError> {
+        match self.txn.get(self.dbs.meta, &layout::META_GOVERNANCE_QUORUM) {
+            Ok(v) => Ok(Some(v.to_vec())),
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replace the stored quorum.
+    pub fn set_governance_quorum(&mut self, _scope: &OperatorScope, value: &[u8]) -> Result<(), ChangeError> {
+        self.txn.put(
+            self.dbs.meta,
+            &layout::META_GOVERNANCE_QUORUM,
+            &value,
+            WriteFlags::empty(),
+        )?;
+        Ok(())
+    }
+
+    /// ε added to the tenant's configured budget by governance, in micro-ε.
+    pub fn dp_extra(&self, scope: &TenantScope) -> Result<u64, ChangeError> {
+        match self.txn.get(self.dbs.dp_budget_extra, &dp_tenant_key(scope)) {
+            Ok(v) => Ok(u64::from_be_bytes(
+                v.try_into().map_err(|_| ChangeError::Corrupt("dp_budget_extra"))?,
+            )),
+            Err(lmdb::Error::NotFound) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Set the ε added to the tenant's configured budget (micro-ε).
+    pub fn set_dp_extra(&mut self, scope: &TenantScope, micros: u64) -> Result<(), ChangeError> {
+        self.txn.put(
+            self.dbs.dp_budget_extra,
+            &dp_tenant_key(scope),
+            &micros.to_be_bytes(),
+            WriteFlags::empty(),
+        )?;
+        Ok(())
+    }
+
+    /// A tenant's record, if it exists.
+    pub fn tenant_record(&self, tenant: &crate::domain::TenantId) -> Result<Option<TenantRecord>, ChangeError> {
+        match self.txn.get(self.dbs.tenants, &tenant.as_str()) {
+            Ok(v) => Ok(Some(
+                serde_json::from_slice(v).map_err(|_| ChangeError::Corrupt("tenants"))?,
+            )),
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Destroy a tenant's data in one transaction: revoke every token bound to it, delete
+    /// its records, record-id index, wrapped DEKs, tombstones, privacy ledger and budget
+    /// entries (all under the tenant prefix `len(tenant) tenant`), and its tenant record.
+    /// `NotFound` if the tenant does not exist. Its KEKs are the caller's to destroy in the
+    /// HSM once this is durable.
+    pub fn destroy_tenant(
+        &mut self,
+        _scope: &OperatorScope,
+        tenant: &crate::domain::TenantId,
+        at: i64,
+    ) -> Result<DestroyCounts, ChangeError> {
+        let record: TenantRecord = match self.txn.get(self.dbs.tenants, &tenant.as_str()) {
+            Ok(v) => serde_json::from_slice(v).map_err(|_| ChangeError::Corrupt("tenants"))?,
+            Err(lmdb::Error::NotFound) => return Err(ChangeError::NotFound(format!("tenant {tenant} not found"))),
+            Err(e) => return Err(e.into()),
+        };
+        let mut revoke = Vec::new();
+        {
+            let mut cursor = self.txn.open_ro_cursor(self.dbs.tokens)?;
+            for item in cursor.iter_start() {
+                let (k, v) = item?;
+                let t: TokenRecord = serde_json::from_slice(v).map_err(|_| ChangeError::Corrupt("tokens"))?;
+                if t.tenant_id.as_ref() == Some(tenant) && t.revoked_at.is_none() {
+                    revoke.push((k.to_vec(), t));
+                }
+            }
+        }
+        let tokens_revoked = revoke.len() as u64;
+        for (hash, mut t) in revoke {
+            t.revoked_at = Some(at);
+            let value = serde_json::to_vec(&t).map_err(|_| ChangeError::Corrupt("token"))?;
+            self.txn.put(self.dbs.tokens, &hash, &value, WriteFlags::empty())?;
+        }
+        let prefix = layout::tenant_prefix(tenant);
+        let records = self.delete_prefix(self.dbs.records, &prefix)?;
+        let index_entries = self.delete_prefix(self.dbs.record_index, &prefix)?;
+        let deks = self.delete_prefix(self.dbs.deks, &prefix)?;
+        let tombstones = self.delete_prefix(self.dbs.erased, &prefix)?;
+        let ledger_entries = self.delete_prefix(self.dbs.dp_idempotency, &prefix)?;
+        for db in [self.dbs.dp_budget, self.dbs.dp_budget_extra] {
+            match self.txn.del(db, &prefix, None) {
+                Ok(()) | Err(lmdb::Error::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.txn.del(self.dbs.tenants, &tenant.as_str(), None)?;
+        self.txn.put(
+            self.dbs.meta,
+            &layout::destroyed_tenant_key(tenant),
+            &at.to_be_bytes(),
+            WriteFlags::empty(),
+        )?;
+        Ok(DestroyCounts {
+            tenant: record,
+            records,
+            index_entries,
+            deks,
+            tombstones,
+            ledger_entries,
+            tokens_revoked,
+        })
     }
 }

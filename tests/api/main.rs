@@ -8,6 +8,7 @@ mod audit;
 mod compile_fail;
 mod concurrency;
 mod erasure;
+mod governance;
 mod hardening;
 mod harness;
 mod integrity;
