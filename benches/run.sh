@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 DUR=${1:-10}
 PORT=${PORT:-28443}
 PREFILL=${PREFILL:-10000}
-cargo build --release --bin strongroom >/dev/null
+BIN=${BIN:-target/release/strongroom}
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --bin strongroom >/dev/null
 dir=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-STRONGROOM_LOG=warn target/release/strongroom dev --dir "$dir" --port "$PORT" >"$dir/out.log" 2>"$dir/err.log" &
+STRONGROOM_LOG=warn "$BIN" dev --dir "$dir" --port "$PORT" >"$dir/out.log" 2>"$dir/err.log" &
 pid=$!
 for _ in $(seq 100); do [ -s "$dir/dev.json" ] && break; sleep 0.1; done
 url="https://127.0.0.1:$PORT"
