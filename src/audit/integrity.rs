@@ -339,6 +339,28 @@ impl Integrity {
             }
         };
         let counter = st.counter + 1;
+        let ev = PendingEvent::new(
+            Action::CheckpointSeal,
+            "system:sealer",
+            "audit",
+            format!("seal-{counter}"),
+        )
+        .detail("reason", reason);
+        self.seal_checkpoint(&mut st, &prefix, counter, ev).await?;
+        tracing::info!(counter, size = prefix.size, reason, "checkpoint sealed");
+        Ok(Some(counter))
+    }
+
+    /// The sealing protocol itself (SPEC §7), the caller holding the seal lock: sign a
+    /// checkpoint of `prefix` carrying `counter` in the HSM, commit it with `event` (its
+    /// `checkpoint_seal` event), then bring the TPM to `counter`.
+    async fn seal_checkpoint(
+        &self,
+        st: &mut SealState,
+        prefix: &VerifiedPrefix,
+        counter: u64,
+        event: PendingEvent,
+    ) -> Result<(), String> {
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size: prefix.size,
@@ -355,18 +377,10 @@ impl Integrity {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("HSM signing failed: {e}"))?;
         let note = cp.signed_note(&self.public_key, &signature);
-        let ev = PendingEvent::new(
-            Action::CheckpointSeal,
-            "system:sealer",
-            "audit",
-            format!("seal-{counter}"),
-        )
-        .detail("counter", counter)
-        .detail("size", prefix.size)
-        .detail("reason", reason);
+        let event = event.detail("counter", counter).detail("size", prefix.size);
         let scope = system_scope();
         self.store
-            .commit(ev, move |txn, _| txn.put_checkpoint(&scope, counter, &note))
+            .commit(event, move |txn, _| txn.put_checkpoint(&scope, counter, &note))
             .await
             .map_err(|e| format!("cannot store checkpoint {counter}: {e}"))?;
         inject_fault("after_checkpoint_commit");
@@ -376,8 +390,7 @@ impl Integrity {
         st.increment_pending = false;
         st.size = prefix.size;
         st.last_seal = Instant::now();
-        tracing::info!(counter, size = prefix.size, reason, "checkpoint sealed");
-        Ok(Some(counter))
+        Ok(())
     }
 
     /// Bring the TPM to `counter` (one increment); anything else is an alarm.
@@ -439,45 +452,17 @@ impl Integrity {
             ));
         }
         let counter = tpm + 1;
-        let cp = Checkpoint {
-            origin: self.origin.clone(),
-            size: prefix.size,
-            root: prefix.root,
-            chain_head: prefix.head,
-            nv_index: self.nv_index,
-            counter,
-        };
-        let body = cp.body();
-        let signature = self
-            .hsm
-            .call(move |b| b.sign(body.as_bytes()))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("HSM signing failed: {e}"))?;
-        let note = cp.signed_note(&self.public_key, &signature);
         let ev = PendingEvent::new(
             Action::CheckpointSeal,
             "system:governance",
             "audit",
             proposal_id.to_owned(),
         )
-        .detail("counter", counter)
-        .detail("size", prefix.size)
         .detail("reason", "acknowledge_alarm")
         .detail("proposal_id", proposal_id)
         .detail("acknowledged_alarm", alarm.as_str())
         .detail("operator_reason", reason);
-        let scope = system_scope();
-        self.store
-            .commit(ev, move |txn, _| txn.put_checkpoint(&scope, counter, &note))
-            .await
-            .map_err(|e| format!("cannot store checkpoint {counter}: {e}"))?;
-        st.counter = counter;
-        st.increment_pending = true;
-        self.finish_increment(counter).await?;
-        st.increment_pending = false;
-        st.size = prefix.size;
-        st.last_seal = Instant::now();
+        self.seal_checkpoint(&mut st, &prefix, counter, ev).await?;
         // The new checkpoint must verify against the chain like any other.
         let verifier = self.verifier.clone();
         tokio::task::spawn_blocking(move || verifier.full_sweep())
