@@ -19,6 +19,7 @@ pub mod erasure;
 pub mod governance;
 pub mod keys;
 pub mod privacy;
+pub mod random;
 pub mod records;
 pub mod store;
 pub mod telemetry;
