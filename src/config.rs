@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::governance::{Quorum, QuorumError};
+use crate::privacy::epsilon::EpsilonError;
+use crate::privacy::{Epsilon, PrivacyPolicy};
+
 /// Environment variables with this prefix override config keys.
 pub const ENV_PREFIX: &str = "STRONGROOM_";
 /// Variables with the prefix that are not config keys.
@@ -75,6 +79,65 @@ pub struct Config {
     /// Data-key cache.
     #[serde(default)]
     pub keys: KeysConfig,
+    /// `[governance]` parsed at load (`None`: no approvers configured).
+    #[serde(skip)]
+    quorum: Option<Quorum>,
+    /// `[privacy]` parsed at load.
+    #[serde(skip)]
+    privacy_policy: PrivacyPolicy,
+}
+
+/// A config section whose values do not parse into their domain types.
+#[derive(Debug, thiserror::Error)]
+pub enum SectionError {
+    /// `[governance]`.
+    #[error("governance: {0}")]
+    Governance(#[source] QuorumError),
+    /// A `[privacy]` ε.
+    #[error("{key}: {source}")]
+    Privacy {
+        /// The key (`privacy.max_query_epsilon`).
+        key: &'static str,
+        /// Why.
+        #[source]
+        source: EpsilonError,
+    },
+    /// Any other rule of the file.
+    #[error("{0}")]
+    Rule(&'static str),
+}
+
+impl TryFrom<&GovernanceConfig> for Option<Quorum> {
+    type Error = SectionError;
+    /// `None` when no approvers are configured (whatever the threshold).
+    fn try_from(c: &GovernanceConfig) -> Result<Self, SectionError> {
+        if c.approvers.is_empty() {
+            return Ok(None);
+        }
+        Quorum::new(c.threshold, &c.approvers)
+            .map(Some)
+            .map_err(SectionError::Governance)
+    }
+}
+
+impl TryFrom<&PrivacyConfig> for PrivacyPolicy {
+    type Error = SectionError;
+    fn try_from(c: &PrivacyConfig) -> Result<Self, SectionError> {
+        let tenant_budget =
+            Epsilon::parse_amount(&c.tenant_epsilon_budget).map_err(|source| SectionError::Privacy {
+                key: "privacy.tenant_epsilon_budget",
+                source,
+            })?;
+        let max_query_epsilon =
+            Epsilon::parse_positive(&c.max_query_epsilon).map_err(|source| SectionError::Privacy {
+                key: "privacy.max_query_epsilon",
+                source,
+            })?;
+        Ok(Self {
+            tenant_budget,
+            max_query_epsilon,
+        })
+    }
 }
 
 fn default_max_body() -> usize {
@@ -276,31 +339,45 @@ impl Config {
             let path_parts: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();
             set_path(&mut root, &path_parts, parse_env_value(&raw)).map_err(|m| invalid(format!("{name}: {m}")))?;
         }
-        let config: Config = toml::Value::Table(root)
+        let mut config: Config = toml::Value::Table(root)
             .try_into()
             .map_err(|e: toml::de::Error| invalid(e.message().to_owned()))?;
-        config.validate().map_err(invalid)?;
+        config.validate().map_err(|e| invalid(e.to_string()))?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Check the rules serde cannot express and parse the domain values, once.
+    fn validate(&mut self) -> Result<(), SectionError> {
         if self.max_body_bytes == 0 {
-            return Err("max_body_bytes must be positive".into());
+            return Err(SectionError::Rule("max_body_bytes must be positive"));
         }
         if self.audit.checkpoint_interval_secs == 0 || self.audit.verify_interval_secs == 0 {
-            return Err("audit intervals must be positive".into());
+            return Err(SectionError::Rule("audit intervals must be positive"));
         }
         if self.keys.dek_cache_capacity == 0 {
-            return Err("keys.dek_cache_capacity must be positive".into());
+            return Err(SectionError::Rule("keys.dek_cache_capacity must be positive"));
         }
         if self.hsm.backend == HsmBackendKind::Tpm {
-            return Err("hsm.backend = \"tpm\" is not implemented yet; use \"pkcs11\"".into());
+            return Err(SectionError::Rule(
+                "hsm.backend = \"tpm\" is not implemented yet; use \"pkcs11\"",
+            ));
         }
         if self.hsm.token_label.is_empty() {
-            return Err("hsm.token_label must not be empty".into());
+            return Err(SectionError::Rule("hsm.token_label must not be empty"));
         }
-        crate::governance::Quorum::from_config(&self.governance)?;
+        self.quorum = Option::<Quorum>::try_from(&self.governance)?;
+        self.privacy_policy = PrivacyPolicy::try_from(&self.privacy)?;
         Ok(())
+    }
+
+    /// The `[governance]` quorum (`None`: governance not configured).
+    pub fn quorum(&self) -> Option<&Quorum> {
+        self.quorum.as_ref()
+    }
+
+    /// The `[privacy]` budget and per-query cap.
+    pub fn privacy_policy(&self) -> PrivacyPolicy {
+        self.privacy_policy
     }
 
     /// Read the HSM PIN from `hsm.pin_file`, ignoring trailing whitespace.
@@ -391,6 +468,7 @@ nv_index = 0x01500016
         )];
         let p = Config::from_toml_with_env(BASE, Path::new("x"), eps.into_iter()).unwrap();
         assert_eq!(p.privacy.tenant_epsilon_budget, "12.5");
+        assert_eq!(p.privacy_policy().tenant_budget, Epsilon::from_micros(12_500_000));
         assert_eq!(c.hsm.pin_file, PathBuf::from("/run/pin"));
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.tpm.nv_index, 0x0150_0017);
@@ -413,6 +491,7 @@ nv_index = 0x01500016
         };
         let ok = load("1", &format!("[\"alice:ed25519:{pk}\"]")).unwrap();
         assert_eq!(ok.governance.threshold, 1);
+        assert_eq!(ok.quorum().map(Quorum::threshold), Some(1));
         for (t, a, want) in [
             ("2", format!("[\"alice:ed25519:{pk}\"]"), "threshold"),
             ("0", format!("[\"alice:ed25519:{pk}\"]"), "threshold"),

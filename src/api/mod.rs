@@ -93,6 +93,7 @@ impl AppState {
             integrity.clone(),
             rotation.clone(),
             clock.clone(),
+            crate::random::Random::os(),
             tenant_admin.clone(),
         );
         Self {

@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::audit::Action;
 use crate::auth::Permission;
-use crate::governance::{new_proposal_id, GovError, Operation};
+use crate::governance::{GovError, Operation};
 
 /// `POST /v1/admin/proposals` body.
 #[derive(Debug, Deserialize)]
@@ -62,7 +62,7 @@ pub async fn create(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let proposal_id = new_proposal_id();
+    let proposal_id = state.governance.new_proposal_id();
     let mut ctx = Ctx::new(&req, &state, Action::ProposalCreate, format!("proposal:{proposal_id}"));
     ctx.alarm_exempt = true;
     let principal = ctx.authenticate(&req).await?;
@@ -75,7 +75,7 @@ pub async fn create(
     };
     let op = match Operation::parse(&body.operation, body.params) {
         Ok(op) => op,
-        Err(m) => return Err(ctx.reject(ApiError::invalid(m)).await),
+        Err(m) => return Err(ctx.reject(ApiError::invalid(m.to_string())).await),
     };
     if let (Some(alarm), false) = (state.alarm(), matches!(op, Operation::AcknowledgeAlarm(_))) {
         return Err(ctx

@@ -40,8 +40,8 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         )));
     }
     let tls = api::tls_config(&config.tls_cert, &config.tls_key).map_err(CliError::config)?;
-    let privacy = crate::privacy::PrivacyPolicy::from_config(&config.privacy).map_err(CliError::config)?;
-    let quorum = crate::governance::Quorum::from_config(&config.governance).map_err(CliError::config)?;
+    let privacy = config.privacy_policy();
+    let quorum = config.quorum().cloned();
     let hsm = boot::open_hsm(config)?;
     let public_key = boot::signing_key(&hsm)?;
     let counter = boot::open_counter(config)?;

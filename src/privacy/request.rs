@@ -64,7 +64,7 @@ pub struct Bounds {
     pub upper: Number,
 }
 
-/// Per-tenant budget and per-query cap (from `[privacy]`).
+/// Per-tenant budget and per-query cap (from `[privacy]`, parsed by `crate::config`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrivacyPolicy {
     /// Lifetime ε of each tenant.
@@ -79,20 +79,6 @@ impl Default for PrivacyPolicy {
             tenant_budget: Epsilon::from_micros(10_000_000),
             max_query_epsilon: Epsilon::from_micros(1_000_000),
         }
-    }
-}
-
-impl PrivacyPolicy {
-    /// Parse the `[privacy]` section; the message names the key.
-    pub fn from_config(c: &crate::config::PrivacyConfig) -> Result<Self, String> {
-        let tenant_budget = Epsilon::parse_amount(&c.tenant_epsilon_budget)
-            .map_err(|e| format!("privacy.tenant_epsilon_budget: {e}"))?;
-        let max_query_epsilon =
-            Epsilon::parse_positive(&c.max_query_epsilon).map_err(|e| format!("privacy.max_query_epsilon: {e}"))?;
-        Ok(Self {
-            tenant_budget,
-            max_query_epsilon,
-        })
     }
 }
 
