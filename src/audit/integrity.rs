@@ -32,12 +32,108 @@ pub const FULL_SWEEP_MAX_EVENTS: u64 = 1_000_000;
 /// See [`FULL_SWEEP_MAX_EVENTS`].
 pub const FULL_SWEEP_EVERY: u64 = 30;
 
+/// What kind of detection raised the alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmKind {
+    /// Stored checkpoints and the TPM counter disagree (restored copy, removed
+    /// checkpoints, replaced TPM, or a counter that cannot be read).
+    Rollback,
+    /// The audit chain or a checkpoint does not verify (never acknowledged).
+    ChainVerification,
+}
+
+impl AlarmKind {
+    /// The audit action that records the detection.
+    pub fn action(self) -> Action {
+        match self {
+            AlarmKind::Rollback => Action::RollbackDetected,
+            AlarmKind::ChainVerification => Action::ChainVerifyFailed,
+        }
+    }
+}
+
+/// A raised alarm: its kind and the reason shown to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmState {
+    /// The kind of detection.
+    pub kind: AlarmKind,
+    /// Why (answered by data endpoints and `/readyz`).
+    pub reason: String,
+}
+
+/// Why an integrity operation did not complete. The `Display` texts are the messages
+/// logged, stored as proposal results and printed by `init`, unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntegrityError {
+    /// No TPM counter worker.
+    #[error("TPM counter unavailable")]
+    TpmUnavailable,
+    /// The TPM or HSM worker, or the verifier task, failed.
+    #[error("{0}")]
+    Hardware(String),
+    /// The audit log or checkpoints could not be read.
+    #[error("{0}")]
+    Read(String),
+    /// The chain does not verify (the alarm is raised).
+    #[error("{0}")]
+    Chain(String),
+    /// An alarm was raised (start-up check, counter mismatch).
+    #[error("{}", .0.reason)]
+    Alarm(AlarmState),
+    /// Sealing refused while the alarm is raised.
+    #[error("not sealing under an integrity alarm: {0}")]
+    Alarmed(String),
+    /// The HSM refused to sign.
+    #[error("HSM signing failed: {0}")]
+    Signing(String),
+    /// The checkpoint commit failed.
+    #[error("cannot store checkpoint {counter}: {reason}")]
+    StoreCheckpoint {
+        /// Counter of the checkpoint.
+        counter: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The TPM increment failed.
+    #[error("TPM increment to {counter} failed: {source}")]
+    Increment {
+        /// Target counter.
+        counter: u64,
+        /// Why.
+        source: Box<IntegrityError>,
+    },
+    /// `acknowledge_alarm` of a chain verification failure.
+    #[error(
+        "the alarm is an audit chain verification failure ({0}); it cannot be acknowledged in this version: restore the newest good copy of the data directory"
+    )]
+    ChainNotAcknowledgeable(String),
+    /// `acknowledge_alarm` without a readable TPM.
+    #[error("cannot acknowledge: the TPM counter cannot be read ({0})")]
+    AcknowledgeTpm(Box<IntegrityError>),
+    /// `acknowledge_alarm` without a readable audit log.
+    #[error("cannot acknowledge: the audit log cannot be read ({0})")]
+    AcknowledgeLog(String),
+    /// `acknowledge_alarm` without readable checkpoints.
+    #[error("cannot acknowledge: {0}")]
+    AcknowledgeStore(String),
+    /// `acknowledge_alarm` with checkpoints ahead of the TPM.
+    #[error(
+        "cannot acknowledge: the stored checkpoints (counter {stored}) are ahead of the TPM ({tpm}); the TPM or its NV index was replaced, which this version cannot re-anchor"
+    )]
+    AcknowledgeAhead {
+        /// Newest stored counter.
+        stored: u64,
+        /// TPM counter.
+        tpm: u64,
+    },
+}
+
 /// The integrity alarm shared with the API: set once; cleared in-process only by the
 /// governed `acknowledge_alarm` operation ([`Integrity::acknowledge_rollback`]).
 #[derive(Clone)]
 pub struct Alarm {
-    /// The detection's action (`rollback_detected` / `chain_verify_failed`) and reason.
-    reason: Arc<RwLock<Option<(Action, String)>>>,
+    /// The detection's kind and reason, when raised.
+    reason: Arc<RwLock<Option<AlarmState>>>,
     gauge: IntGauge,
 }
 
@@ -52,26 +148,30 @@ impl Alarm {
     }
     /// The reason, when raised.
     pub fn reason(&self) -> Option<String> {
-        self.state().map(|(_, why)| why)
+        self.state().map(|s| s.reason)
     }
-    /// The kind of detection (`RollbackDetected` or `ChainVerifyFailed`), when raised.
-    pub fn kind(&self) -> Option<Action> {
-        self.state().map(|(kind, _)| kind)
+    /// The kind of detection, when raised.
+    pub fn kind(&self) -> Option<AlarmKind> {
+        self.state().map(|s| s.kind)
     }
-    fn state(&self) -> Option<(Action, String)> {
+    /// The kind and reason, when raised.
+    pub fn state(&self) -> Option<AlarmState> {
         self.reason
             .read()
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
     }
     /// Raise; returns false if it was already raised.
-    fn raise(&self, kind: Action, why: &str) -> bool {
+    fn raise(&self, kind: AlarmKind, why: &str) -> bool {
         let mut r = self.reason.write().unwrap_or_else(|p| p.into_inner());
         self.gauge.set(1);
         if r.is_some() {
             return false;
         }
-        *r = Some((kind, why.to_owned()));
+        *r = Some(AlarmState {
+            kind,
+            reason: why.to_owned(),
+        });
         true
     }
     /// Clear (only after the current state was re-anchored under the seal lock).
@@ -199,54 +299,61 @@ impl Integrity {
     }
 
     /// Raise the alarm and record the detection in the audit log (once).
-    pub async fn raise(&self, action: Action, reason: &str) {
-        if !self.alarm.raise(action, reason) {
+    pub async fn raise(&self, kind: AlarmKind, reason: &str) {
+        if !self.alarm.raise(kind, reason) {
             return;
         }
         tracing::error!(reason, "INTEGRITY ALARM: data endpoints now refuse service");
-        let mut ev = PendingEvent::new(action, "system:integrity", "audit", "integrity").detail("reason", reason);
+        let mut ev =
+            PendingEvent::new(kind.action(), "system:integrity", "audit", "integrity").detail("reason", reason);
         ev.outcome = Outcome::Failed;
         if let Err(e) = self.store.record(ev).await {
             tracing::error!(error = %e, "cannot record the integrity alarm in the audit log");
         }
     }
 
-    async fn tpm_read(&self) -> Result<u64, String> {
-        let tpm = self.tpm.as_ref().ok_or("TPM counter unavailable")?;
+    async fn tpm_read(&self) -> Result<u64, IntegrityError> {
+        let tpm = self.tpm.as_ref().ok_or(IntegrityError::TpmUnavailable)?;
         tpm.call(|c| c.read())
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(|e| IntegrityError::Hardware(e.to_string()))?
+            .map_err(|e| IntegrityError::Hardware(e.to_string()))
     }
 
-    async fn tpm_increment(&self) -> Result<u64, String> {
-        let tpm = self.tpm.as_ref().ok_or("TPM counter unavailable")?;
+    async fn tpm_increment(&self) -> Result<u64, IntegrityError> {
+        let tpm = self.tpm.as_ref().ok_or(IntegrityError::TpmUnavailable)?;
         tpm.call(|c| c.increment())
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(|e| IntegrityError::Hardware(e.to_string()))?
+            .map_err(|e| IntegrityError::Hardware(e.to_string()))
     }
 
     /// `init`: the TPM counter was just defined at `counter`; seal the genesis events.
-    pub async fn seal_genesis(&self, counter: u64) -> Result<(), String> {
+    pub async fn seal_genesis(&self, counter: u64) -> Result<(), IntegrityError> {
         self.seal.lock().await.counter = counter;
         self.seal_now("genesis").await.map(|_| ())
     }
 
     /// `serve`: the start-up rollback check and a full verification. Raises the alarm
     /// on any inconsistency.
-    pub async fn startup(&self) -> Result<StartupCheck, String> {
+    pub async fn startup(&self) -> Result<StartupCheck, IntegrityError> {
         // Any failure here — including a store that cannot be read — is an alarm: a check
         // that cannot run must never count as a check that passed.
         match self.startup_checks().await {
             Ok(check) => Ok(check),
-            Err((action, why)) => self.refuse(action, &why).await,
+            Err(alarm) => self.refuse(alarm).await,
         }
     }
 
-    async fn startup_checks(&self) -> Result<StartupCheck, (Action, String)> {
-        let rollback = |why: String| (Action::RollbackDetected, why);
-        let tamper = |why: String| (Action::ChainVerifyFailed, why);
+    async fn startup_checks(&self) -> Result<StartupCheck, AlarmState> {
+        let rollback = |reason: String| AlarmState {
+            kind: AlarmKind::Rollback,
+            reason,
+        };
+        let tamper = |reason: String| AlarmState {
+            kind: AlarmKind::ChainVerification,
+            reason,
+        };
         let latest = self
             .store
             .read()
@@ -300,15 +407,19 @@ impl Integrity {
         Ok(outcome)
     }
 
-    async fn refuse(&self, action: Action, why: &str) -> Result<StartupCheck, String> {
-        self.raise(action, why).await;
-        Err(why.to_owned())
+    async fn refuse(&self, alarm: AlarmState) -> Result<StartupCheck, IntegrityError> {
+        self.raise(alarm.kind, &alarm.reason).await;
+        Err(IntegrityError::Alarm(alarm))
     }
 
     /// Seal now if there was activity since the last checkpoint (beyond its own
     /// `checkpoint_seal` event).
-    pub async fn seal_if_active(&self, reason: &str) -> Result<Option<u64>, String> {
-        let head = self.store.audit_head().map_err(|e| e.to_string())?.0;
+    pub async fn seal_if_active(&self, reason: &str) -> Result<Option<u64>, IntegrityError> {
+        let head = self
+            .store
+            .audit_head()
+            .map_err(|e| IntegrityError::Read(e.to_string()))?
+            .0;
         let sealed = self.seal.lock().await.size;
         if head <= sealed + 1 {
             return Ok(None);
@@ -317,10 +428,10 @@ impl Integrity {
     }
 
     /// Seal the verified prefix: sign in the HSM, commit with its event, bump the TPM.
-    pub async fn seal_now(&self, reason: &str) -> Result<Option<u64>, String> {
+    pub async fn seal_now(&self, reason: &str) -> Result<Option<u64>, IntegrityError> {
         let mut st = self.seal.lock().await;
         if let Some(why) = self.alarm.reason() {
-            return Err(format!("not sealing under an integrity alarm: {why}"));
+            return Err(IntegrityError::Alarmed(why));
         }
         if st.increment_pending {
             self.finish_increment(st.counter).await?;
@@ -329,13 +440,13 @@ impl Integrity {
         let verifier = self.verifier.clone();
         let prefix = tokio::task::spawn_blocking(move || verifier.verify_new())
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| IntegrityError::Hardware(e.to_string()))?
+            .map_err(|e| IntegrityError::Read(e.to_string()))?;
         let prefix = match prefix {
             Ok(p) => p,
             Err(f) => {
-                self.raise(Action::ChainVerifyFailed, &f.to_string()).await;
-                return Err(f.to_string());
+                self.raise(AlarmKind::ChainVerification, &f.to_string()).await;
+                return Err(IntegrityError::Chain(f.to_string()));
             }
         };
         let counter = st.counter + 1;
@@ -360,7 +471,7 @@ impl Integrity {
         prefix: &VerifiedPrefix,
         counter: u64,
         event: PendingEvent,
-    ) -> Result<(), String> {
+    ) -> Result<(), IntegrityError> {
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size: prefix.size,
@@ -374,15 +485,18 @@ impl Integrity {
             .hsm
             .call(move |b| b.sign(body.as_bytes()))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("HSM signing failed: {e}"))?;
+            .map_err(|e| IntegrityError::Hardware(e.to_string()))?
+            .map_err(|e| IntegrityError::Signing(e.to_string()))?;
         let note = cp.signed_note(&self.public_key, &signature);
         let event = event.detail("counter", counter).detail("size", prefix.size);
         let scope = system_scope();
         self.store
             .commit(event, move |txn, _| txn.put_checkpoint(&scope, counter, &note))
             .await
-            .map_err(|e| format!("cannot store checkpoint {counter}: {e}"))?;
+            .map_err(|e| IntegrityError::StoreCheckpoint {
+                counter,
+                reason: e.to_string(),
+            })?;
         inject_fault("after_checkpoint_commit");
         st.counter = counter;
         st.increment_pending = true;
@@ -394,15 +508,18 @@ impl Integrity {
     }
 
     /// Bring the TPM to `counter` (one increment); anything else is an alarm.
-    async fn finish_increment(&self, counter: u64) -> Result<(), String> {
-        let now = self
-            .tpm_increment()
-            .await
-            .map_err(|e| format!("TPM increment to {counter} failed: {e}"))?;
+    async fn finish_increment(&self, counter: u64) -> Result<(), IntegrityError> {
+        let now = self.tpm_increment().await.map_err(|e| IntegrityError::Increment {
+            counter,
+            source: Box::new(e),
+        })?;
         if now != counter {
             let why = format!("TPM counter is {now} after sealing checkpoint {counter}: someone else increments it");
-            self.raise(Action::RollbackDetected, &why).await;
-            return Err(why);
+            self.raise(AlarmKind::Rollback, &why).await;
+            return Err(IntegrityError::Alarm(AlarmState {
+                kind: AlarmKind::Rollback,
+                reason: why,
+            }));
         }
         Ok(())
     }
@@ -413,17 +530,13 @@ impl Integrity {
     /// ahead of the TPM, then the verified prefix is sealed as a new checkpoint carrying
     /// the TPM's current value + 1 (commit, then increment, as in SPEC §7) and the alarm
     /// is cleared. Returns the result text for the proposal, or why it was refused.
-    pub async fn acknowledge_rollback(&self, reason: &str, proposal_id: &str) -> Result<String, String> {
+    pub async fn acknowledge_rollback(&self, reason: &str, proposal_id: &str) -> Result<String, IntegrityError> {
         let mut st = self.seal.lock().await;
-        let Some((kind, alarm)) = self.alarm.state() else {
+        let Some(AlarmState { kind, reason: alarm }) = self.alarm.state() else {
             return Ok("no integrity alarm was raised; nothing to acknowledge".to_owned());
         };
-        let chain_failure = |why: &str| {
-            format!(
-                "the alarm is an audit chain verification failure ({why}); it cannot be acknowledged in this version: restore the newest good copy of the data directory"
-            )
-        };
-        if kind != Action::RollbackDetected {
+        let chain_failure = |why: &str| IntegrityError::ChainNotAcknowledgeable(why.to_owned());
+        if kind != AlarmKind::Rollback {
             return Err(chain_failure(&alarm));
         }
         if let Some(f) = self.verifier.failure() {
@@ -432,24 +545,21 @@ impl Integrity {
         let tpm = self
             .tpm_read()
             .await
-            .map_err(|e| format!("cannot acknowledge: the TPM counter cannot be read ({e})"))?;
+            .map_err(|e| IntegrityError::AcknowledgeTpm(Box::new(e)))?;
         let verifier = self.verifier.clone();
         let prefix = tokio::task::spawn_blocking(move || verifier.full_sweep())
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot acknowledge: the audit log cannot be read ({e})"))?
+            .map_err(|e| IntegrityError::Hardware(e.to_string()))?
+            .map_err(|e| IntegrityError::AcknowledgeLog(e.to_string()))?
             .map_err(|f| chain_failure(&f.to_string()))?;
         let stored = self
             .store
             .read()
             .and_then(|t| t.latest_checkpoint())
-            .map_err(|e| format!("cannot acknowledge: {e}"))?
+            .map_err(|e| IntegrityError::AcknowledgeStore(e.to_string()))?
             .map(|(c, _)| c);
-        if stored.is_some_and(|c| c > tpm) {
-            return Err(format!(
-                "cannot acknowledge: the stored checkpoints (counter {}) are ahead of the TPM ({tpm}); the TPM or its NV index was replaced, which this version cannot re-anchor",
-                stored.unwrap_or_default()
-            ));
+        if let Some(stored) = stored.filter(|c| *c > tpm) {
+            return Err(IntegrityError::AcknowledgeAhead { stored, tpm });
         }
         let counter = tpm + 1;
         let ev = PendingEvent::new(
@@ -467,8 +577,8 @@ impl Integrity {
         let verifier = self.verifier.clone();
         tokio::task::spawn_blocking(move || verifier.full_sweep())
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
+            .map_err(|e| IntegrityError::Hardware(e.to_string()))?
+            .map_err(|e| IntegrityError::Read(e.to_string()))?
             .map_err(|f| chain_failure(&f.to_string()))?;
         self.alarm.clear();
         tracing::warn!(
@@ -535,10 +645,10 @@ impl Integrity {
                 })
                 .await;
                 match result {
-                    Ok(Ok(Err(f))) => me.raise(Action::ChainVerifyFailed, &f.to_string()).await,
+                    Ok(Ok(Err(f))) => me.raise(AlarmKind::ChainVerification, &f.to_string()).await,
                     Ok(Err(e)) => {
                         me.raise(
-                            Action::ChainVerifyFailed,
+                            AlarmKind::ChainVerification,
                             &format!("verifier cannot read the audit log: {e}"),
                         )
                         .await

@@ -11,7 +11,7 @@ use super::boot;
 use super::init::is_initialised;
 use super::CliError;
 use crate::api::{self, AppState};
-use crate::audit::integrity::{Alarm, Integrity};
+use crate::audit::integrity::{Alarm, AlarmKind, Integrity};
 use crate::audit::{Action, PendingEvent};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -101,7 +101,7 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         // Rollback and tamper checks; a failure raises the alarm and we serve in alarm
         // mode (audit endpoints and /readyz explain; data endpoints answer 503).
         match tpm_problem {
-            Some(why) => integrity.raise(Action::RollbackDetected, &why).await,
+            Some(why) => integrity.raise(AlarmKind::Rollback, &why).await,
             None => match integrity.startup().await {
                 Ok(check) => tracing::info!(?check, "integrity check passed"),
                 Err(why) => tracing::error!(%why, "integrity check failed; serving in alarm mode"),
