@@ -406,9 +406,20 @@ fn parse_env_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
 }
 
-fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+/// Why an environment override could not be applied.
+#[derive(Debug, thiserror::Error)]
+enum OverrideError {
+    /// `STRONGROOM_` with nothing after it.
+    #[error("empty key")]
+    EmptyKey,
+    /// A path through a non-table value.
+    #[error("{0} is not a table")]
+    NotATable(String),
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), OverrideError> {
     match path {
-        [] => Err("empty key".into()),
+        [] => Err(OverrideError::EmptyKey),
         [last] => {
             // Keep strings as strings where the existing key is a string (e.g. "10.0").
             let value = match (table.get(last), value) {
@@ -424,7 +435,7 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             match entry {
                 toml::Value::Table(t) => set_path(t, rest, value),
-                _ => Err(format!("{head} is not a table")),
+                _ => Err(OverrideError::NotATable(head.clone())),
             }
         }
     }

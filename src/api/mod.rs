@@ -85,7 +85,8 @@ impl AppState {
             integrity.clone(),
             clock.clone(),
         );
-        let privacy = crate::privacy::PrivacyService::new(store.clone(), keys.clone(), &metrics);
+        let privacy =
+            crate::privacy::PrivacyService::new(store.clone(), keys.clone(), crate::random::Random::os(), &metrics);
         let tenant_admin: Arc<tokio::sync::Mutex<()>> = Arc::default();
         let governance = crate::governance::Governance::new(
             store.clone(),

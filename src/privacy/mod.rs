@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rand::rngs::{OsRng, StdRng};
+use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -47,6 +47,7 @@ use crate::audit::PendingEvent;
 use crate::auth::{Authorized, TenantScope};
 use crate::domain::EntityId;
 use crate::keys::{record_aad, DataKey, KeyError, KeyService};
+use crate::random::Random;
 use crate::store::{CommitError, Store, StoreError};
 use crate::telemetry::Metrics;
 use aggregate::{Accumulator, Query, Values};
@@ -111,6 +112,8 @@ pub struct PrivacyService {
     store: Store,
     keys: KeyService,
     policy: PrivacyPolicy,
+    /// Seeds the noise stream of each answer.
+    random: Random,
     /// Records decrypted by private queries since start.
     pub decrypted: Arc<AtomicU64>,
     metric: Option<prometheus::IntCounter>,
@@ -127,8 +130,9 @@ pub fn parse_idempotency_key(raw: &[u8]) -> Result<String, PrivacyError> {
 }
 
 impl PrivacyService {
-    /// A service with the default policy; registers its metric.
-    pub fn new(store: Store, keys: KeyService, metrics: &Metrics) -> Self {
+    /// A service with the default policy drawing noise seeds from `random`; registers
+    /// its metric.
+    pub fn new(store: Store, keys: KeyService, random: Random, metrics: &Metrics) -> Self {
         let metric = prometheus::IntCounter::new(
             "dp_records_decrypted_total",
             "Records decrypted by differentially private queries",
@@ -145,6 +149,7 @@ impl PrivacyService {
             store,
             keys,
             policy: PrivacyPolicy::default(),
+            random,
             decrypted: Arc::default(),
             metric,
         }
@@ -206,7 +211,7 @@ impl PrivacyService {
 
         // The charge is durable: from here on data may be read.
         let exact = self.evaluate(&scope, &plan.query).await?;
-        let mut rng = StdRng::from_rng(OsRng).map_err(|e| PrivacyError::Internal(e.to_string()))?;
+        let mut rng = StdRng::from_rng(self.random.rng()).map_err(|e| PrivacyError::Internal(e.to_string()))?;
         let noisy = plan
             .release(&exact, &mut rng)
             .map_err(|e| PrivacyError::Internal(e.to_string()))?;
