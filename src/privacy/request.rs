@@ -141,6 +141,31 @@ impl QueryRequest {
             .as_ref()
             .map(|f| Ok::<_, PrivacyError>((field_name("filter.field", &f.field)?, f.equals.clone())))
             .transpose()?;
+        let (start, end) = self.window()?;
+        let max_records_per_entity = match self.max_records_per_entity {
+            None => 1,
+            Some(k) if (1..=u64::from(MAX_RECORDS_PER_ENTITY)).contains(&k) => k as u32,
+            Some(_) => {
+                return Err(invalid(format!(
+                    "max_records_per_entity must be an integer from 1 to {MAX_RECORDS_PER_ENTITY}"
+                )))
+            }
+        };
+        let query = Query {
+            kind,
+            field,
+            filter,
+            start,
+            end,
+            bounds: self.bounds_for(kind)?,
+            max_records_per_entity,
+            bins: self.bins_for(kind)?,
+        };
+        Plan::new(query, epsilon).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// `[start, end)` in Unix nanoseconds (open ends by default).
+    fn window(&self) -> Result<(u64, u64), PrivacyError> {
         let start = self
             .start
             .as_deref()
@@ -158,16 +183,12 @@ impl QueryRequest {
         if start > end {
             return Err(invalid("start must not be after end"));
         }
-        let max_records_per_entity = match self.max_records_per_entity {
-            None => 1,
-            Some(k) if (1..=u64::from(MAX_RECORDS_PER_ENTITY)).contains(&k) => k as u32,
-            Some(_) => {
-                return Err(invalid(format!(
-                    "max_records_per_entity must be an integer from 1 to {MAX_RECORDS_PER_ENTITY}"
-                )))
-            }
-        };
-        let bounds = match (&self.bounds, kind) {
+        Ok((start, end))
+    }
+
+    /// Clamp bounds in units (none for a count).
+    fn bounds_for(&self, kind: Kind) -> Result<Option<(i128, i128)>, PrivacyError> {
+        Ok(match (&self.bounds, kind) {
             (_, Kind::Count) => None,
             (None, Kind::Sum | Kind::Mean) => {
                 return Err(invalid(format!("{} needs bounds {{\"lower\",\"upper\"}}", kind.name())))
@@ -183,8 +204,12 @@ impl QueryRequest {
                 }
                 Some((lo, hi))
             }
-        };
-        let bins = match (&self.bins, kind) {
+        })
+    }
+
+    /// Histogram edges in units (none outside a histogram).
+    fn bins_for(&self, kind: Kind) -> Result<Vec<i128>, PrivacyError> {
+        Ok(match (&self.bins, kind) {
             (None, Kind::Histogram) => {
                 return Err(invalid("histogram needs bins: at least two ascending edges"));
             }
@@ -202,17 +227,6 @@ impl QueryRequest {
                 units
             }
             (_, _) => Vec::new(),
-        };
-        let query = Query {
-            kind,
-            field,
-            filter,
-            start,
-            end,
-            bounds,
-            max_records_per_entity,
-            bins,
-        };
-        Plan::new(query, epsilon).map_err(|e| invalid(e.to_string()))
+        })
     }
 }
