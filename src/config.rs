@@ -1,8 +1,10 @@
 //! Configuration: one TOML file (SPEC §4), every key overridable by `STRONGROOM_<KEY>`
 //! environment variables (`__` separates nested keys: `STRONGROOM_HSM__PIN_FILE`).
 //!
-//! Invariant: a `Config` value has been fully validated; the PIN is never in it, only the
-//! path of the file holding it.
+//! Invariant: a `Config` value has been fully validated, and holds the domain values of
+//! its sections parsed once at load (the `[governance]` [`Quorum`], the `[privacy]`
+//! [`PrivacyPolicy`], via `TryFrom` of the raw sections); the PIN is never in it, only the
+//! path of the file holding it. Domain modules never import this one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,9 @@
 //! raised, the alarm stays raised for the life of the process unless a governed
 //! `acknowledge_alarm` re-anchors a *rollback* ([`Integrity::acknowledge_rollback`]: full
 //! sweep, then a checkpoint at TPM + 1 under the seal lock); a chain verification
-//! failure is never acknowledged.
+//! failure is never acknowledged. The alarm state is typed ([`AlarmKind`] + reason, each
+//! kind recording its own audit action); failures are [`IntegrityError`]s whose texts are
+//! the messages logged and stored as proposal results.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
