@@ -198,7 +198,13 @@ impl Writer {
         let mut txn = match self.env.begin_rw_txn() {
             Ok(t) => t,
             Err(e) => {
+                // Nothing was written: answer every job `Failed` with the error (not
+                // "writer has stopped").
                 tracing::error!(error = %e, "cannot begin write transaction");
+                for job in batch {
+                    let (_, finish) = (job.change)(None);
+                    finish(Delivery::Failed(StoreError::Lmdb(e)));
+                }
                 return;
             }
         };
