@@ -37,9 +37,10 @@ pub enum StoreError {
     /// Filesystem error.
     #[error("data directory: {0}")]
     Io(#[from] std::io::Error),
-    /// The batch's transaction failed to commit.
-    #[error("write transaction failed: {0}")]
-    Commit(String),
+    /// The batch's transaction failed to commit (the LMDB error; `Copy`, so every job of
+    /// the batch gets it).
+    #[error("write transaction failed: LMDB: {0}")]
+    Commit(lmdb::Error),
     /// Another process holds the data directory.
     #[error("the data directory is in use by another strongroom process")]
     InUse,

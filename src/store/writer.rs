@@ -198,7 +198,13 @@ impl Writer {
         let mut txn = match self.env.begin_rw_txn() {
             Ok(t) => t,
             Err(e) => {
+                // Nothing was written: answer every job `Failed` with the error (not
+                // "writer has stopped").
                 tracing::error!(error = %e, "cannot begin write transaction");
+                for job in batch {
+                    let (_, finish) = (job.change)(None);
+                    finish(Delivery::Failed(StoreError::Lmdb(e)));
+                }
                 return;
             }
         };
@@ -243,15 +249,14 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "write transaction failed; batch not committed");
-                let reason = e.to_string();
                 for (finish, _) in finished {
-                    finish(Delivery::Failed(StoreError::Commit(reason.clone())));
+                    finish(Delivery::Failed(StoreError::Commit(e)));
                 }
             }
         }
     }
 
-    fn finish_txn(&self, mut txn: RwTransaction<'_>, seq: u64, prev: ChainHash) -> Result<(), StoreError> {
+    fn finish_txn(&self, mut txn: RwTransaction<'_>, seq: u64, prev: ChainHash) -> Result<(), lmdb::Error> {
         let mut head = Vec::with_capacity(40);
         head.extend_from_slice(&seq.to_be_bytes());
         head.extend_from_slice(&prev);
@@ -269,7 +274,7 @@ impl Writer {
         e: &AuditEvent,
         unix_secs: i64,
         bytes: &[u8],
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), lmdb::Error> {
         let none: &[u8] = &[];
         txn.put(self.dbs.audit, &layout::audit_key(e.seq), &bytes, WriteFlags::APPEND)?;
         let secs = u64::try_from(unix_secs).unwrap_or(0);
@@ -299,17 +304,17 @@ impl Writer {
         job: Job,
         seq: u64,
         prev: ChainHash,
-    ) -> Result<(Finisher, Option<EventReceipt>), (Finisher, StoreError)> {
+    ) -> Result<(Finisher, Option<EventReceipt>), (Finisher, lmdb::Error)> {
         let Job { mut event, change } = job;
         let mut nested = match txn.begin_nested_txn() {
             Ok(n) => n,
-            Err(e) => return Err(((change)(None).1, e.into())),
+            Err(e) => return Err(((change)(None).1, e)),
         };
         let (applied, finish) = change(Some((&mut WriteTxn::new(&mut nested, &self.dbs), &mut event)));
         match applied {
             Applied::Kept => {
                 if let Err(e) = nested.commit() {
-                    return Err((finish, e.into()));
+                    return Err((finish, e));
                 }
             }
             Applied::Refused => nested.abort(),
