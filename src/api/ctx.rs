@@ -135,7 +135,7 @@ impl Ctx {
 
     /// Audit a refused request and return the error with the request id attached.
     pub async fn reject(&self, err: ApiError) -> ApiError {
-        let mut ev = self.event().detail("error", err.code);
+        let mut ev = self.event().detail("error", err.code.as_str());
         match err.status.as_u16() {
             401 => {
                 ev.action = Action::AuthDenied;

@@ -7,13 +7,69 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+/// The stable machine-readable error codes of SPEC §9; serialises to the same strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: malformed or invalid input.
+    InvalidRequest,
+    /// 400: a governance approval whose approver is unknown or signature invalid.
+    InvalidSignature,
+    /// 400: a query asking for more epsilon than the per-query cap.
+    EpsilonOverCap,
+    /// 401: no valid bearer token.
+    Unauthorized,
+    /// 403: the token may not do this.
+    Forbidden,
+    /// 403: the tenant's privacy budget is spent.
+    PrivacyBudgetExhausted,
+    /// 404.
+    NotFound,
+    /// 409.
+    Conflict,
+    /// 413.
+    PayloadTooLarge,
+    /// 500, opaque.
+    Internal,
+    /// 503: HSM or TPM unavailable.
+    BackendUnavailable,
+    /// 503: the integrity alarm is raised.
+    IntegrityAlarm,
+}
+
+impl ErrorCode {
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidSignature => "invalid_signature",
+            Self::EpsilonOverCap => "epsilon_over_cap",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::PrivacyBudgetExhausted => "privacy_budget_exhausted",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Internal => "internal",
+            Self::BackendUnavailable => "backend_unavailable",
+            Self::IntegrityAlarm => "integrity_alarm",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An error answer.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable machine-readable code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Human-readable message.
     pub message: String,
     /// Request id (attached by the request context).
@@ -21,7 +77,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -31,38 +87,38 @@ impl ApiError {
     }
     /// 400 `invalid_request`.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
     }
     /// 401 `unauthorized`.
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "a valid bearer token is required",
         )
     }
     /// 403 `forbidden`.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
     /// 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
     /// 409 `conflict`.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
+        Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
     }
     /// 400 `invalid_signature`: a governance approval whose approver is unknown or whose
     /// signature does not verify.
     pub fn invalid_signature(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_signature", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidSignature, message)
     }
     /// 413 `payload_too_large`.
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("request body exceeds {limit} bytes"),
         )
     }
@@ -70,7 +126,7 @@ impl ApiError {
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error; see the server log for this request id",
         )
     }
@@ -78,13 +134,13 @@ impl ApiError {
     pub fn backend_unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "backend_unavailable",
+            ErrorCode::BackendUnavailable,
             "the HSM or TPM is unavailable",
         )
     }
     /// 503 `integrity_alarm`.
     pub fn integrity_alarm(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "integrity_alarm", message)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::IntegrityAlarm, message)
     }
     /// Attach the request id.
     pub fn with_request_id(mut self, id: &str) -> Self {
@@ -109,7 +165,7 @@ impl ResponseError for ApiError {
             response.insert_header(("www-authenticate", "Bearer realm=\"strongroom\""));
         }
         response.json(json!({
-            "error": {"code": self.code, "message": self.message, "request_id": self.request_id}
+            "error": {"code": self.code.as_str(), "message": self.message, "request_id": self.request_id}
         }))
     }
 }

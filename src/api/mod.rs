@@ -24,7 +24,6 @@ use actix_web::dev::{Server, Service};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use futures_util::FutureExt;
-use rand::RngCore;
 
 use crate::audit::integrity::Integrity;
 use crate::clock::Clock;
@@ -139,10 +138,8 @@ impl AppState {
     }
 }
 
-fn new_request_id() -> String {
-    let mut b = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    format!("req-{}", hex::encode(b))
+fn new_request_id(random: &crate::random::Random) -> String {
+    format!("req-{}", hex::encode(random.bytes::<8>()))
 }
 
 /// Routes of the public API.
@@ -194,10 +191,12 @@ async fn not_found(req: actix_web::HttpRequest, state: web::Data<AppState>) -> R
 }
 
 /// Build the HTTPS server (not yet started). Returns it with its bound address.
+/// Request ids are drawn from the injected `random`.
 pub fn https_server(
     state: web::Data<AppState>,
     listen: SocketAddr,
     tls: rustls::ServerConfig,
+    random: crate::random::Random,
 ) -> std::io::Result<(Server, SocketAddr)> {
     let request_id_header = HeaderName::from_static("x-request-id");
     let server = HttpServer::new(move || {
@@ -206,7 +205,7 @@ pub fn https_server(
             .app_data(state.clone())
             .wrap_fn(move |req, srv| {
                 let started = Instant::now();
-                let id = new_request_id();
+                let id = new_request_id(&random);
                 req.extensions_mut().insert(RequestId(id.clone()));
                 let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
                 let method = req.method().as_str().to_owned();
@@ -267,22 +266,70 @@ pub fn metrics_server(metrics: Arc<Metrics>, listen: SocketAddr) -> std::io::Res
     Ok((server.run(), addr))
 }
 
+/// Why the TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The certificate file is not valid PEM.
+    #[error("invalid certificate PEM {path}: {source}")]
+    CertPem {
+        /// The file.
+        path: String,
+        /// The parse error.
+        source: std::io::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("no certificate in {0}")]
+    NoCert(String),
+    /// The key file is not valid PEM.
+    #[error("invalid key PEM {path}: {source}")]
+    KeyPem {
+        /// The file.
+        path: String,
+        /// The parse error.
+        source: std::io::Error,
+    },
+    /// The key file holds no private key.
+    #[error("no private key in {0}")]
+    NoKey(String),
+    /// rustls refused the protocol versions.
+    #[error("{0}")]
+    Protocol(rustls::Error),
+    /// rustls refused the certificate/key pair.
+    #[error("TLS certificate/key rejected: {0}")]
+    Rejected(rustls::Error),
+}
+
 /// rustls server config: TLS 1.3 and 1.2 only, ring provider, the given PEM files.
-pub fn tls_config(cert_pem: &std::path::Path, key_pem: &std::path::Path) -> Result<rustls::ServerConfig, String> {
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+pub fn tls_config(cert_pem: &std::path::Path, key_pem: &std::path::Path) -> Result<rustls::ServerConfig, TlsError> {
+    let name = |p: &std::path::Path| p.display().to_string();
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|source| TlsError::Read { path: name(p), source });
     let certs: Vec<_> = rustls_pemfile::certs(&mut read(cert_pem)?.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid certificate PEM {}: {e}", cert_pem.display()))?;
+        .map_err(|source| TlsError::CertPem {
+            path: name(cert_pem),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("no certificate in {}", cert_pem.display()));
+        return Err(TlsError::NoCert(name(cert_pem)));
     }
     let key = rustls_pemfile::private_key(&mut read(key_pem)?.as_slice())
-        .map_err(|e| format!("invalid key PEM {}: {e}", key_pem.display()))?
-        .ok_or_else(|| format!("no private key in {}", key_pem.display()))?;
+        .map_err(|source| TlsError::KeyPem {
+            path: name(key_pem),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoKey(name(key_pem)))?;
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
+        .map_err(TlsError::Protocol)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("TLS certificate/key rejected: {e}"))
+        .map_err(TlsError::Rejected)
 }

@@ -14,28 +14,26 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::body::read_json;
 use super::ctx::Ctx;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::AppState;
 use crate::audit::Action;
 use crate::auth::Permission;
 use crate::privacy::{parse_idempotency_key, PrivacyError, QueryRequest};
 
-fn error(status: StatusCode, code: &'static str, message: String) -> ApiError {
-    ApiError {
-        status,
-        code,
-        message,
-        request_id: String::new(),
-    }
+fn error(status: StatusCode, code: ErrorCode, message: String) -> ApiError {
+    ApiError::new(status, code, message)
 }
 
 async fn map_err(ctx: &Ctx, e: PrivacyError) -> ApiError {
     let rid = ctx.request_id.as_str();
     match e {
         PrivacyError::Invalid(m) => ctx.reject(ApiError::invalid(m)).await,
-        PrivacyError::OverCap(m) => ctx.reject(error(StatusCode::BAD_REQUEST, "epsilon_over_cap", m)).await,
+        PrivacyError::OverCap(m) => {
+            ctx.reject(error(StatusCode::BAD_REQUEST, ErrorCode::EpsilonOverCap, m))
+                .await
+        }
         e @ PrivacyError::Exhausted { .. } => {
-            error(StatusCode::FORBIDDEN, "privacy_budget_exhausted", e.to_string()).with_request_id(rid)
+            error(StatusCode::FORBIDDEN, ErrorCode::PrivacyBudgetExhausted, e.to_string()).with_request_id(rid)
         }
         PrivacyError::Conflict(m) => ApiError::conflict(m).with_request_id(rid),
         PrivacyError::Key(k) => {

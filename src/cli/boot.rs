@@ -72,18 +72,22 @@ pub fn define_counter(config: &Config) -> Result<(CounterWorker, u64), CliError>
     Ok((worker, value))
 }
 
+/// The TPM anchor of the data directory is missing or replaced: not a start failure but
+/// an integrity alarm (its message is the alarm's reason).
+#[derive(Debug, thiserror::Error)]
+#[error("rollback/tamper: {0}; the TPM anchor of this data directory is gone")]
+pub struct CounterLost(pub HsmError);
+
 /// `serve`: reopen the NV counter on its own thread. A missing or replaced index is not
 /// a start failure but an integrity alarm: `Ok(Err(reason))`.
-pub fn open_counter(config: &Config) -> Result<Result<CounterWorker, String>, CliError> {
+pub fn open_counter(config: &Config) -> Result<Result<CounterWorker, CounterLost>, CliError> {
     let cfg = tpm_config(config);
     let tcti = cfg.tcti.clone();
     match CounterWorker::spawn("tpm", move || {
         TpmCounter::open(&cfg).map(|c| Box::new(c) as Box<dyn MonotonicCounter>)
     }) {
         Ok(w) => Ok(Ok(w)),
-        Err(e @ (HsmError::CounterMissing(_) | HsmError::CounterReplaced(_))) => Ok(Err(format!(
-            "rollback/tamper: {e}; the TPM anchor of this data directory is gone"
-        ))),
+        Err(e @ (HsmError::CounterMissing(_) | HsmError::CounterReplaced(_))) => Ok(Err(CounterLost(e))),
         Err(e) => Err(CliError::runtime(format!("TPM ({tcti}) unreachable: {e}"))),
     }
 }

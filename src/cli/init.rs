@@ -4,8 +4,6 @@
 use std::io::Write;
 use std::path::Path;
 
-use rand::RngCore;
-
 use super::boot;
 use super::CliError;
 use crate::audit::integrity::{Alarm, Integrity};
@@ -68,9 +66,7 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
     create_private_dir(dir)?;
     let metrics = boot::metrics()?;
     let store = boot::open_store(config, metrics.clone())?;
-    let mut id = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut id);
-    let appliance_id = hex::encode(id);
+    let appliance_id = hex::encode(crate::random::Random::os().bytes::<8>());
     let genesis = PendingEvent::new(Action::ServiceStart, "system:init", "audit", "init")
         .detail("genesis", true)
         .detail("appliance_id", appliance_id.clone())

@@ -39,7 +39,7 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
             config.data_dir.display()
         )));
     }
-    let tls = api::tls_config(&config.tls_cert, &config.tls_key).map_err(CliError::config)?;
+    let tls = api::tls_config(&config.tls_cert, &config.tls_key).map_err(|e| CliError::config(e.to_string()))?;
     let privacy = config.privacy_policy();
     let quorum = config.quorum().cloned();
     let hsm = boot::open_hsm(config)?;
@@ -54,7 +54,7 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         .ok_or_else(|| CliError::runtime("the data directory has no appliance id (incomplete init?)"))?;
     let (tpm, tpm_problem) = match counter {
         Ok(w) => (Some(w), None),
-        Err(why) => (None, Some(why)),
+        Err(lost) => (None, Some(lost.to_string())),
     };
     let integrity = Integrity::new(
         store.clone(),
@@ -137,7 +137,7 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
             }
         });
 
-        let (https, https_addr) = api::https_server(state.clone(), config.listen, tls)
+        let (https, https_addr) = api::https_server(state.clone(), config.listen, tls, crate::random::Random::os())
             .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.listen)))?;
         let (metrics_srv, metrics_addr) = api::metrics_server(Arc::clone(&metrics), config.metrics_listen)
             .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.metrics_listen)))?;
