@@ -54,6 +54,37 @@ pub fn genesis_verifier_key(export: &str) -> Option<String> {
     Some(super::checkpoint::verifier_key(&format!("strongroom/{id}"), &key))
 }
 
+/// Check the checkpoint `note`'s signature and origin against `vkey`, or against the key
+/// the export's genesis event names when no key is given.
+fn verified_checkpoint(
+    export: &str,
+    note: &str,
+    vkey: Option<&str>,
+) -> Result<(Checkpoint, (String, KeySource)), VerifyFailure> {
+    let (vkey, source) = match vkey {
+        Some(k) => (k.trim().to_owned(), KeySource::Given),
+        None => (
+            genesis_verifier_key(export).ok_or_else(|| {
+                fail(
+                    Some(0),
+                    "no --public-key given and the genesis event names no signing key",
+                )
+            })?,
+            KeySource::Genesis,
+        ),
+    };
+    let (name, key) =
+        parse_verifier_key(&vkey).ok_or_else(|| fail(None, "the public key is not a valid verifier key"))?;
+    let cp = Checkpoint::parse_verified(note, &key).map_err(|e| fail(None, e.to_string()))?;
+    if cp.origin != name {
+        return Err(fail(
+            None,
+            format!("checkpoint origin {} is not the key's name {name}", cp.origin),
+        ));
+    }
+    Ok((cp, (vkey, source)))
+}
+
 /// Verify `export` (NDJSON, one canonical event JSON a line, starting at seq 0) and,
 /// when given, a checkpoint note and its signature: by the verifier key `vkey` when
 /// given (obtained out of band: the only proof against a server that rewrote
@@ -63,28 +94,8 @@ pub fn verify_export(export: &str, checkpoint: Option<&str>, vkey: Option<&str>)
     let (cp, key) = match checkpoint {
         None => (None, None),
         Some(note) => {
-            let (vkey, source) = match vkey {
-                Some(k) => (k.trim().to_owned(), KeySource::Given),
-                None => (
-                    genesis_verifier_key(export).ok_or_else(|| {
-                        fail(
-                            Some(0),
-                            "no --public-key given and the genesis event names no signing key",
-                        )
-                    })?,
-                    KeySource::Genesis,
-                ),
-            };
-            let (name, key) =
-                parse_verifier_key(&vkey).ok_or_else(|| fail(None, "the public key is not a valid verifier key"))?;
-            let cp = Checkpoint::parse_verified(note, &key).map_err(|e| fail(None, e.to_string()))?;
-            if cp.origin != name {
-                return Err(fail(
-                    None,
-                    format!("checkpoint origin {} is not the key's name {name}", cp.origin),
-                ));
-            }
-            (Some(cp), Some((vkey, source)))
+            let (cp, key) = verified_checkpoint(export, note, vkey)?;
+            (Some(cp), Some(key))
         }
     };
     let mut frontier = Frontier::new();

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use super::checkpoint::Checkpoint;
 use super::merkle::Frontier;
 use super::{chain_hash, hash_hex, ChainHash, EVENT_PREFIX, GENESIS_PREV};
-use crate::store::{Store, StoreError};
+use crate::store::{ReadTxn, Store, StoreError};
 
 /// Why verification failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,51 +144,50 @@ impl ChainVerifier {
         Ok(Err(f))
     }
 
-    fn advance(&self, state: &mut State) -> Result<Result<VerifiedPrefix, VerifyFailure>, StoreError> {
-        if let Some(f) = &state.failure {
-            return Ok(Err(f.clone()));
-        }
-        let txn = self.store.read()?;
-        // Checkpoints first (same snapshot): signature, origin, index, counter key.
-        let mut checkpoints = Vec::new();
+    /// The stored checkpoints, each checked (signature, origin, TPM index, counter key),
+    /// in counter order; `Err(reason)` when one fails or they shrink.
+    fn load_checkpoints(&self, txn: &ReadTxn<'_>) -> Result<Result<Vec<(u64, Checkpoint)>, String>, StoreError> {
         let stored = match txn.checkpoints() {
             Ok(c) => c,
-            Err(StoreError::Corrupt(what)) => {
-                return Self::fail(state, None, format!("unreadable checkpoint entry ({what})"))
-            }
+            Err(StoreError::Corrupt(what)) => return Ok(Err(format!("unreadable checkpoint entry ({what})"))),
             Err(e) => return Err(e),
         };
+        let mut checkpoints = Vec::with_capacity(stored.len());
         for (counter, note) in stored {
             match Checkpoint::parse_verified(&note, &self.public_key) {
                 Ok(cp) if cp.counter == counter && cp.origin == self.origin && cp.nv_index == self.nv_index => {
                     checkpoints.push((counter, cp))
                 }
                 Ok(_) => {
-                    return Self::fail(
-                        state,
-                        None,
-                        format!("checkpoint {counter} does not match its key, origin or TPM index"),
-                    )
+                    return Ok(Err(format!(
+                        "checkpoint {counter} does not match its key, origin or TPM index"
+                    )))
                 }
-                Err(e) => return Self::fail(state, None, format!("checkpoint {counter}: {e}")),
+                Err(e) => return Ok(Err(format!("checkpoint {counter}: {e}"))),
             }
         }
         if checkpoints.windows(2).any(|w| w[1].1.size < w[0].1.size) {
-            return Self::fail(
-                state,
-                None,
-                "checkpoints shrink: the log was truncated and re-sealed".into(),
-            );
+            return Ok(Err("checkpoints shrink: the log was truncated and re-sealed".into()));
         }
+        Ok(Ok(checkpoints))
+    }
+
+    fn advance(&self, state: &mut State) -> Result<Result<VerifiedPrefix, VerifyFailure>, StoreError> {
+        if let Some(f) = &state.failure {
+            return Ok(Err(f.clone()));
+        }
+        let txn = self.store.read()?;
+        // Checkpoints first (same snapshot).
+        let checkpoints = match self.load_checkpoints(&txn)? {
+            Ok(c) => c,
+            Err(reason) => return Self::fail(state, None, reason),
+        };
         let (head_seq, head_hash) = txn.audit_head()?;
-        let mut bad: Option<(Option<u64>, String)> = None;
-        let mut next = state.frontier.size();
-        let mut last = state.last_hash;
-        let start = next;
+        let start = state.frontier.size();
         // A checkpoint of exactly the prefix verified so far (the sealer's own) is compared
         // now; older ones were compared when their size was reached (or by a full sweep).
         for (counter, cp) in checkpoints.iter().filter(|(_, cp)| cp.size == start && start > 0) {
-            if cp.root != state.frontier.root() || cp.chain_head != last {
+            if cp.root != state.frontier.root() || cp.chain_head != state.last_hash {
                 return Self::fail(
                     state,
                     Some(start - 1),
@@ -196,48 +195,15 @@ impl ChainVerifier {
                 );
             }
         }
+        let mut walk = Walk {
+            next: start,
+            last: state.last_hash,
+            bad: None,
+        };
         let mut cps = checkpoints.iter().filter(move |(_, cp)| cp.size > start).peekable();
         let frontier = &mut state.frontier;
-        txn.for_each_event(next, |key, bytes| {
-            if key != next {
-                bad = Some((
-                    Some(next),
-                    format!("event {next} is missing or out of order (found key {key})"),
-                ));
-                return false;
-            }
-            let Some((seq, prev)) = seq_and_prev(bytes) else {
-                bad = Some((Some(next), "event bytes are not a canonical audit event".into()));
-                return false;
-            };
-            let want_prev = if next == 0 {
-                GENESIS_PREV.to_owned()
-            } else {
-                hash_hex(&last)
-            };
-            if seq != next || prev != want_prev.as_bytes() {
-                bad = Some((Some(next), "seq or prev link does not match the previous event".into()));
-                return false;
-            }
-            let hash = chain_hash(bytes);
-            frontier.push(hash);
-            last = hash;
-            next += 1;
-            while let Some((counter, cp)) = cps.peek() {
-                if cp.size != next {
-                    break;
-                }
-                if cp.root != frontier.root() || cp.chain_head != hash {
-                    bad = Some((
-                        Some(next - 1),
-                        format!("events do not match signed checkpoint {counter}"),
-                    ));
-                    return false;
-                }
-                cps.next();
-            }
-            true
-        })?;
+        txn.for_each_event(start, |key, bytes| walk.step(frontier, &mut cps, key, bytes))?;
+        let Walk { next, last, bad } = walk;
         if let Some((seq, reason)) = bad {
             return Self::fail(state, seq, reason);
         }
@@ -261,5 +227,65 @@ impl ChainVerifier {
             head: last,
             root: state.frontier.root(),
         }))
+    }
+}
+
+/// The running state of one pass over the events: the next expected seq, the last chain
+/// hash, and the first problem found.
+struct Walk {
+    next: u64,
+    last: ChainHash,
+    bad: Option<(Option<u64>, String)>,
+}
+
+impl Walk {
+    /// Check one event (key, seq, prev link), fold it into the tree and compare every
+    /// checkpoint of exactly this size. `false` stops the scan at the first problem.
+    fn step<'c>(
+        &mut self,
+        frontier: &mut Frontier,
+        cps: &mut std::iter::Peekable<impl Iterator<Item = &'c (u64, Checkpoint)>>,
+        key: u64,
+        bytes: &[u8],
+    ) -> bool {
+        let next = self.next;
+        if key != next {
+            self.bad = Some((
+                Some(next),
+                format!("event {next} is missing or out of order (found key {key})"),
+            ));
+            return false;
+        }
+        let Some((seq, prev)) = seq_and_prev(bytes) else {
+            self.bad = Some((Some(next), "event bytes are not a canonical audit event".into()));
+            return false;
+        };
+        let want_prev = if next == 0 {
+            GENESIS_PREV.to_owned()
+        } else {
+            hash_hex(&self.last)
+        };
+        if seq != next || prev != want_prev.as_bytes() {
+            self.bad = Some((Some(next), "seq or prev link does not match the previous event".into()));
+            return false;
+        }
+        let hash = chain_hash(bytes);
+        frontier.push(hash);
+        self.last = hash;
+        self.next += 1;
+        while let Some((counter, cp)) = cps.peek() {
+            if cp.size != self.next {
+                break;
+            }
+            if cp.root != frontier.root() || cp.chain_head != hash {
+                self.bad = Some((
+                    Some(self.next - 1),
+                    format!("events do not match signed checkpoint {counter}"),
+                ));
+                return false;
+            }
+            cps.next();
+        }
+        true
     }
 }
