@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cli;
@@ -23,3 +24,4 @@ pub mod random;
 pub mod records;
 pub mod store;
 pub mod telemetry;
+pub mod tenants;

@@ -9,31 +9,22 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body::{page_limit, time_param};
-use super::ctx::Ctx;
+use super::ctx::{Ctx, EitherKind, OperatorOnly, Refusal, RouteSpec};
 use super::error::ApiError;
 use super::AppState;
 use crate::audit::{chain_hash, hash_hex, Action, AuditEvent};
-use crate::auth::{AnyScope, Authorized, Permission};
+use crate::auth::{AnyScope, Permission};
 use crate::store::AuditFilter;
 
 /// Default and maximum page size.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-async fn authorize(ctx: &mut Ctx, req: &HttpRequest) -> Result<Authorized<AnyScope>, ApiError> {
-    let principal = ctx.authenticate(req).await?;
-    match principal.either(Permission::AuditRead) {
-        Ok(a) => Ok(a),
-        Err(d) => Err(ctx.deny(d).await),
-    }
-}
-
-async fn finish(ctx: &Ctx, ev: crate::audit::PendingEvent, response: HttpResponse) -> Result<HttpResponse, ApiError> {
-    match ctx.state.store.record(ev).await {
-        Ok(_) => Ok(response),
-        Err(e) => Err(ctx.internal(&e).await),
-    }
-}
+/// Audit reads stay available under an alarm: they are how operators see why.
+const READ: RouteSpec<EitherKind> =
+    RouteSpec::new(Action::AuditRead, EitherKind(Permission::AuditRead)).served_under_alarm();
+const EXPORT: RouteSpec<OperatorOnly> =
+    RouteSpec::new(Action::AuditExport, OperatorOnly(Permission::AuditRead)).served_under_alarm();
 
 /// Query string of `GET /v1/admin/audit`.
 #[derive(Debug, Deserialize)]
@@ -107,47 +98,45 @@ fn event_json(seq: u64, bytes: &[u8]) -> Value {
 
 /// `GET /v1/admin/audit`
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut ctx = Ctx::new(&req, &state, Action::AuditRead, "audit".to_owned());
-    let auth = authorize(&mut ctx, &req).await?;
-    let filter = match web::Query::<AuditQuery>::from_query(req.query_string()) {
-        Ok(q) => parse_query(q.into_inner(), auth.scope()),
-        Err(e) => Err(ApiError::invalid(format!("invalid query: {e}"))),
-    };
-    let filter = match filter {
-        Ok(f) => f,
-        Err(e) => return Err(ctx.reject(e).await),
-    };
-    let page = match state.store.read().and_then(|t| t.audit_query(&filter)) {
-        Ok(p) => p,
-        Err(e) => return Err(ctx.internal(&e).await),
-    };
-    let status = state.integrity.status().await;
-    let newest = page.events.last().map(|(seq, _)| *seq);
-    let covered = newest.is_none_or(|s| s < status.verified.size);
-    let next_cursor = page
-        .has_more
-        .then(|| {
-            page.events
-                .last()
-                .map(|(seq, _)| URL_SAFE_NO_PAD.encode(seq.to_be_bytes()))
-        })
-        .flatten();
-    let events: Vec<Value> = page.events.iter().map(|(seq, b)| event_json(*seq, b)).collect();
-    let body = json!({
-        "events": events,
-        "total": page.total,
-        "next_cursor": next_cursor,
-        "chain_verified": status.chain_verified && covered,
-        "sealed_through_seq": status.sealed_through_seq,
-    });
-    let ev = ctx.event().detail("count", events.len());
-    finish(&ctx, ev, HttpResponse::Ok().json(body)).await
+    let (ctx, auth) = Ctx::open(&req, &state, &READ, "audit".to_owned()).await?;
+    let result = async {
+        let query = web::Query::<AuditQuery>::from_query(req.query_string())
+            .map_err(|e| Refusal::invalid(format!("invalid query: {e}")))?;
+        let filter = parse_query(query.into_inner(), auth.scope()).map_err(Refusal::Failed)?;
+        let page = state
+            .store
+            .read()
+            .and_then(|t| t.audit_query(&filter))
+            .map_err(Refusal::internal)?;
+        let status = state.integrity.status().await;
+        let newest = page.events.last().map(|(seq, _)| *seq);
+        let covered = newest.is_none_or(|s| s < status.verified.size);
+        let next_cursor = page
+            .has_more
+            .then(|| {
+                page.events
+                    .last()
+                    .map(|(seq, _)| URL_SAFE_NO_PAD.encode(seq.to_be_bytes()))
+            })
+            .flatten();
+        let events: Vec<Value> = page.events.iter().map(|(seq, b)| event_json(*seq, b)).collect();
+        let body = json!({
+            "events": events,
+            "total": page.total,
+            "next_cursor": next_cursor,
+            "chain_verified": status.chain_verified && covered,
+            "sealed_through_seq": status.sealed_through_seq,
+        });
+        let ev = ctx.event().detail("count", events.len());
+        Ok((ev, HttpResponse::Ok().json(body)))
+    }
+    .await;
+    ctx.record_and_answer(result).await
 }
 
 /// `GET /v1/admin/audit/verify`
 pub async fn verify(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut ctx = Ctx::new(&req, &state, Action::AuditRead, "audit".to_owned());
-    authorize(&mut ctx, &req).await?;
+    let (ctx, _) = Ctx::open(&req, &state, &READ, "audit".to_owned()).await?;
     let status = state.integrity.status().await;
     let failure = state
         .integrity
@@ -175,39 +164,31 @@ pub async fn verify(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
         .event()
         .detail("endpoint", "verify")
         .detail("chain_verified", status.chain_verified);
-    finish(&ctx, ev, HttpResponse::Ok().json(body)).await
+    ctx.record_and_answer(Ok((ev, HttpResponse::Ok().json(body)))).await
 }
 
 /// `GET /v1/admin/audit/checkpoint`
 pub async fn checkpoint(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut ctx = Ctx::new(&req, &state, Action::AuditRead, "audit".to_owned());
-    authorize(&mut ctx, &req).await?;
-    let Some(note) = state.integrity.latest_note() else {
-        return Err(ctx.reject(ApiError::not_found("no checkpoint has been sealed")).await);
+    let (ctx, _) = Ctx::open(&req, &state, &READ, "audit".to_owned()).await?;
+    let result = match state.integrity.latest_note() {
+        None => Err(Refusal::not_found("no checkpoint has been sealed")),
+        Some(note) => Ok((
+            ctx.event().detail("endpoint", "checkpoint"),
+            HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(note),
+        )),
     };
-    let ev = ctx.event().detail("endpoint", "checkpoint");
-    finish(
-        &ctx,
-        ev,
-        HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(note),
-    )
-    .await
+    ctx.record_and_answer(result).await
 }
 
 /// `GET /v1/admin/audit/public-key`
 pub async fn public_key(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut ctx = Ctx::new(&req, &state, Action::AuditRead, "audit".to_owned());
-    authorize(&mut ctx, &req).await?;
+    let (ctx, _) = Ctx::open(&req, &state, &READ, "audit".to_owned()).await?;
     let ev = ctx.event().detail("endpoint", "public-key");
     let vkey = state.integrity.verifier_key();
-    finish(
-        &ctx,
-        ev,
-        HttpResponse::Ok()
-            .content_type("text/plain; charset=utf-8")
-            .body(vkey + "\n"),
-    )
-    .await
+    let response = HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(vkey + "\n");
+    ctx.record_and_answer(Ok((ev, response))).await
 }
 
 /// Query string of the export.
@@ -220,47 +201,36 @@ pub struct ExportQuery {
 /// `GET /v1/admin/audit/export?from_seq=` — operators only; one canonical event JSON a
 /// line, so `chain_hash = SHA-256(0x00 || "audit-event/v1\n" || line)`.
 pub async fn export(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut ctx = Ctx::new(&req, &state, Action::AuditExport, "audit".to_owned());
-    let principal = ctx.authenticate(&req).await?;
-    if let Err(d) = principal.operator(Permission::AuditRead) {
-        return Err(ctx.deny(d).await);
-    }
-    let from = match web::Query::<ExportQuery>::from_query(req.query_string()) {
-        Ok(q) => match q
+    let (ctx, _) = Ctx::open(&req, &state, &EXPORT, "audit".to_owned()).await?;
+    let result = async {
+        let query = web::Query::<ExportQuery>::from_query(req.query_string())
+            .map_err(|e| Refusal::invalid(format!("invalid query: {e}")))?;
+        let from = query
             .from_seq
             .as_deref()
             .filter(|v| !v.is_empty())
             .map(str::parse::<u64>)
             .transpose()
-        {
-            Ok(from) => from.unwrap_or(0),
-            Err(_) => {
-                return Err(ctx
-                    .reject(ApiError::invalid("from_seq must be a non-negative integer"))
-                    .await)
-            }
-        },
-        Err(e) => return Err(ctx.reject(ApiError::invalid(format!("invalid query: {e}"))).await),
-    };
-    let mut out = Vec::new();
-    let mut count = 0u64;
-    let prefix = crate::audit::EVENT_PREFIX.as_bytes();
-    let read = state.store.read().and_then(|t| {
-        t.for_each_event(from, |_, bytes| {
-            out.extend_from_slice(bytes.strip_prefix(prefix).unwrap_or(bytes));
-            out.push(b'\n');
-            count += 1;
-            true
-        })
-    });
-    if let Err(e) = read {
-        return Err(ctx.internal(&e).await);
+            .map_err(|_| Refusal::invalid("from_seq must be a non-negative integer"))?
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        let mut count = 0u64;
+        let prefix = crate::audit::EVENT_PREFIX.as_bytes();
+        state
+            .store
+            .read()
+            .and_then(|t| {
+                t.for_each_event(from, |_, bytes| {
+                    out.extend_from_slice(bytes.strip_prefix(prefix).unwrap_or(bytes));
+                    out.push(b'\n');
+                    count += 1;
+                    true
+                })
+            })
+            .map_err(Refusal::internal)?;
+        let ev = ctx.event().detail("from_seq", from).detail("count", count);
+        Ok((ev, HttpResponse::Ok().content_type("application/x-ndjson").body(out)))
     }
-    let ev = ctx.event().detail("from_seq", from).detail("count", count);
-    finish(
-        &ctx,
-        ev,
-        HttpResponse::Ok().content_type("application/x-ndjson").body(out),
-    )
-    .await
+    .await;
+    ctx.record_and_answer(result).await
 }

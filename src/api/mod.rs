@@ -62,68 +62,13 @@ pub struct AppState {
     pub tenant_admin: Arc<tokio::sync::Mutex<()>>,
     /// Multi-party governance.
     pub governance: crate::governance::Governance,
+    /// Tenant lifecycle.
+    pub tenants: crate::tenants::TenantService,
+    /// Randomness (request ids, token secrets).
+    pub random: crate::random::Random,
 }
 
 impl AppState {
-    /// Assemble the state.
-    pub fn new(
-        store: Store,
-        keys: KeyService,
-        integrity: Arc<Integrity>,
-        metrics: Arc<Metrics>,
-        clock: Clock,
-        max_body: usize,
-        kek_retention_secs: i64,
-    ) -> Self {
-        let records = RecordService::new(store.clone(), keys.clone(), clock.clone());
-        let rotation = Rotation::new(store.clone(), keys.clone(), clock.clone(), kek_retention_secs);
-        let erasure = ErasureService::new(
-            store.clone(),
-            keys.clone(),
-            rotation.clone(),
-            integrity.clone(),
-            clock.clone(),
-        );
-        let privacy =
-            crate::privacy::PrivacyService::new(store.clone(), keys.clone(), crate::random::Random::os(), &metrics);
-        let tenant_admin: Arc<tokio::sync::Mutex<()>> = Arc::default();
-        let governance = crate::governance::Governance::new(
-            store.clone(),
-            keys.clone(),
-            integrity.clone(),
-            rotation.clone(),
-            clock.clone(),
-            crate::random::Random::os(),
-            tenant_admin.clone(),
-        );
-        Self {
-            governance,
-            privacy,
-            store,
-            keys,
-            records,
-            rotation,
-            erasure,
-            integrity,
-            metrics,
-            clock,
-            max_body,
-            tenant_admin,
-        }
-    }
-
-    /// Use the `[privacy]` budget policy.
-    pub fn with_privacy_policy(mut self, policy: crate::privacy::PrivacyPolicy) -> Self {
-        self.privacy = self.privacy.with_policy(policy);
-        self
-    }
-
-    /// Use the `[governance]` quorum.
-    pub fn with_governance(mut self, quorum: Option<crate::governance::Quorum>) -> Self {
-        self.governance = self.governance.with_config_quorum(quorum);
-        self
-    }
-
     /// The current integrity alarm, if any.
     pub fn alarm(&self) -> Option<String> {
         self.integrity.alarm().reason()
@@ -178,16 +123,11 @@ async fn not_found(req: actix_web::HttpRequest, state: web::Data<AppState>) -> R
     if !req.path().starts_with("/v1/") {
         return Err(ApiError::not_found("no such endpoint"));
     }
-    let mut ctx = ctx::Ctx::new(
-        &req,
-        &state,
-        crate::audit::Action::DataAccess,
-        "endpoint:unknown".to_owned(),
-    );
-    ctx.authenticate(&req).await?;
+    const UNKNOWN: ctx::RouteSpec<ctx::AnyToken> = ctx::RouteSpec::new(crate::audit::Action::DataAccess, ctx::AnyToken);
+    let (ctx, _) = ctx::Ctx::open(&req, &state, &UNKNOWN, "endpoint:unknown".to_owned()).await?;
     let path: String = req.path().chars().take(200).collect();
     let message = format!("no such endpoint: {} {path}", req.method());
-    Err(ctx.reject(ApiError::not_found(message)).await)
+    ctx.finish(Err(ctx::Refusal::not_found(message))).await
 }
 
 /// Build the HTTPS server (not yet started). Returns it with its bound address.

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::body::read_json;
-use super::ctx::{resource_id, Ctx};
+use super::ctx::{resource_id, AnyToken, Ctx, OperatorOnly, Refusal, RouteSpec};
 use super::error::ApiError;
 use super::AppState;
 use crate::audit::Action;
@@ -41,18 +41,25 @@ pub struct Approve {
     signature: String,
 }
 
-/// Map a governance error to an answer; errors whose event is not yet durable are
-/// audited here.
-async fn refuse(ctx: &Ctx, e: GovError) -> ApiError {
+// Governance stays available under an integrity alarm: a rollback alarm is acknowledged
+// through it (the handlers allow only `acknowledge_alarm` then).
+const PROPOSE: RouteSpec<OperatorOnly> =
+    RouteSpec::new(Action::ProposalCreate, OperatorOnly(Permission::GovernancePropose)).served_under_alarm();
+const APPROVE: RouteSpec<AnyToken> = RouteSpec::new(Action::ProposalApprove, AnyToken).served_under_alarm();
+const READ: RouteSpec<AnyToken> = RouteSpec::new(Action::DataAccess, AnyToken).served_under_alarm();
+
+/// Map a governance error to a refusal; errors whose event is already durable are not
+/// recorded again.
+fn refusal(e: GovError) -> Refusal {
     match e {
-        GovError::NotConfigured => ctx.reject(ApiError::conflict(e.to_string())).await,
-        GovError::NotFound(m) => ctx.reject(ApiError::not_found(m)).await,
-        GovError::InvalidSignature(m) => ctx.reject(ApiError::invalid_signature(m)).await,
-        GovError::Alarm(m) => ctx.reject(ApiError::integrity_alarm(m)).await,
+        GovError::NotConfigured => Refusal::conflict(e.to_string()),
+        GovError::NotFound(m) => Refusal::not_found(m),
+        GovError::InvalidSignature(m) => Refusal::Failed(ApiError::invalid_signature(m)),
+        GovError::Alarm(m) => Refusal::Failed(ApiError::integrity_alarm(m)),
         // The request's event (outcome `failed`) is already durable.
-        GovError::Conflict(m) => ApiError::conflict(m).with_request_id(&ctx.request_id),
-        GovError::Commit(e) => ctx.commit_failed(&e).await,
-        GovError::Store(e) => ctx.internal(&e).await,
+        GovError::Conflict(m) => Refusal::Recorded(ApiError::conflict(m)),
+        GovError::Commit(e) => Refusal::commit(&e),
+        GovError::Store(e) => Refusal::internal(e),
     }
 }
 
@@ -63,43 +70,32 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let proposal_id = state.governance.new_proposal_id();
-    let mut ctx = Ctx::new(&req, &state, Action::ProposalCreate, format!("proposal:{proposal_id}"));
-    ctx.alarm_exempt = true;
-    let principal = ctx.authenticate(&req).await?;
-    if let Err(d) = principal.operator(Permission::GovernancePropose) {
-        return Err(ctx.deny(d).await);
-    }
-    let body: CreateProposal = match read_json(payload, state.max_body).await {
-        Ok(b) => b,
-        Err(e) => return Err(ctx.reject(e).await),
-    };
-    let op = match Operation::parse(&body.operation, body.params) {
-        Ok(op) => op,
-        Err(m) => return Err(ctx.reject(ApiError::invalid(m.to_string())).await),
-    };
-    if let (Some(alarm), false) = (state.alarm(), matches!(op, Operation::AcknowledgeAlarm(_))) {
-        return Err(ctx
-            .reject(ApiError::integrity_alarm(format!(
+    let (ctx, auth) = Ctx::open(&req, &state, &PROPOSE, format!("proposal:{proposal_id}")).await?;
+    let result = async {
+        let body: CreateProposal = read_json(payload, state.max_body).await.map_err(Refusal::Failed)?;
+        let op = Operation::parse(&body.operation, body.params).map_err(Refusal::invalid)?;
+        if let (Some(alarm), false) = (state.alarm(), matches!(op, Operation::AcknowledgeAlarm(_))) {
+            return Err(Refusal::Failed(ApiError::integrity_alarm(format!(
                 "{alarm} (only acknowledge_alarm can be proposed under an integrity alarm)"
-            )))
-            .await);
-    }
-    let event = ctx.event();
-    match state
-        .governance
-        .propose(proposal_id, op, principal.actor().as_str(), event)
-        .await
-    {
-        Ok(p) => Ok(HttpResponse::Created().json(serde_json::json!({
+            ))));
+        }
+        let actor = auth.principal().actor().as_str();
+        let p = state
+            .governance
+            .propose(proposal_id, op, actor, ctx.event())
+            .await
+            .map_err(refusal)?;
+        Ok(HttpResponse::Created().json(serde_json::json!({
             "proposal_id": p.proposal_id,
             "digest": p.digest,
             "expires_at": p.expires_at,
             "approvals_needed": p.approvals_needed,
             "operation": p.op.name(),
             "params": p.op.params(),
-        }))),
-        Err(e) => Err(refuse(&ctx, e).await),
+        })))
     }
+    .await;
+    ctx.finish(result).await
 }
 
 /// `POST /v1/admin/proposals/{id}/approvals`
@@ -110,32 +106,23 @@ pub async fn approve(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let mut ctx = Ctx::new(
-        &req,
-        &state,
-        Action::ProposalApprove,
-        format!("proposal:{}", resource_id(&id)),
-    );
-    ctx.alarm_exempt = true;
-    ctx.authenticate(&req).await?;
-    let body: Approve = match read_json(payload, state.max_body).await {
-        Ok(b) => b,
-        Err(e) => return Err(ctx.reject(e).await),
-    };
-    if body.approver.len() > 64 || body.signature.len() > 256 {
-        return Err(ctx
-            .reject(ApiError::invalid_signature("approver or signature too long"))
-            .await);
+    let (ctx, _) = Ctx::open(&req, &state, &APPROVE, format!("proposal:{}", resource_id(&id))).await?;
+    let result = async {
+        let body: Approve = read_json(payload, state.max_body).await.map_err(Refusal::Failed)?;
+        if body.approver.len() > 64 || body.signature.len() > 256 {
+            return Err(Refusal::Failed(ApiError::invalid_signature(
+                "approver or signature too long",
+            )));
+        }
+        let p = state
+            .governance
+            .approve(&id, &body.approver, &body.signature, ctx.event())
+            .await
+            .map_err(refusal)?;
+        Ok(HttpResponse::Ok().json(p.view(state.governance.now_unix())))
     }
-    let event = ctx.event();
-    match state
-        .governance
-        .approve(&id, &body.approver, &body.signature, event)
-        .await
-    {
-        Ok(p) => Ok(HttpResponse::Ok().json(p.view(state.governance.now_unix()))),
-        Err(e) => Err(refuse(&ctx, e).await),
-    }
+    .await;
+    ctx.finish(result).await
 }
 
 /// `GET /v1/admin/proposals/{id}`
@@ -145,27 +132,15 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let mut ctx = Ctx::new(
-        &req,
-        &state,
-        Action::DataAccess,
-        format!("proposal:{}", resource_id(&id)),
-    );
-    ctx.alarm_exempt = true;
-    ctx.authenticate(&req).await?;
-    let proposal = match state.governance.get(&id) {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            return Err(ctx
-                .reject(ApiError::not_found(format!("proposal {} not found", resource_id(&id))))
-                .await)
+    let (ctx, _) = Ctx::open(&req, &state, &READ, format!("proposal:{}", resource_id(&id))).await?;
+    let result = match state.governance.get(&id) {
+        Ok(Some(proposal)) => {
+            let view = proposal.view(state.governance.now_unix());
+            let event = ctx.event().detail("status", view["status"].clone());
+            Ok((event, HttpResponse::Ok().json(view)))
         }
-        Err(e) => return Err(ctx.internal(&e).await),
+        Ok(None) => Err(Refusal::not_found(format!("proposal {} not found", resource_id(&id)))),
+        Err(e) => Err(Refusal::internal(e)),
     };
-    let view = proposal.view(state.governance.now_unix());
-    let event = ctx.event().detail("status", view["status"].clone());
-    if let Err(e) = state.store.record(event).await {
-        return Err(ctx.internal(&e).await);
-    }
-    Ok(HttpResponse::Ok().json(view))
+    ctx.record_and_answer(result).await
 }

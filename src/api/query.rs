@@ -13,38 +13,31 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::body::read_json;
-use super::ctx::Ctx;
+use super::ctx::{Ctx, Refusal, RouteSpec, TenantOnly};
 use super::error::{ApiError, ErrorCode};
 use super::AppState;
 use crate::audit::Action;
 use crate::auth::Permission;
 use crate::privacy::{parse_idempotency_key, PrivacyError, QueryRequest};
 
-fn error(status: StatusCode, code: ErrorCode, message: String) -> ApiError {
-    ApiError::new(status, code, message)
-}
+const QUERY: RouteSpec<TenantOnly> =
+    RouteSpec::new(Action::DataQuery, TenantOnly(Permission::QueryAggregate)).on_caller_tenant();
 
-async fn map_err(ctx: &Ctx, e: PrivacyError) -> ApiError {
-    let rid = ctx.request_id.as_str();
+fn refusal(e: PrivacyError) -> Refusal {
+    let error = |status, code, message| ApiError::new(status, code, message);
     match e {
-        PrivacyError::Invalid(m) => ctx.reject(ApiError::invalid(m)).await,
-        PrivacyError::OverCap(m) => {
-            ctx.reject(error(StatusCode::BAD_REQUEST, ErrorCode::EpsilonOverCap, m))
-                .await
-        }
-        e @ PrivacyError::Exhausted { .. } => {
-            error(StatusCode::FORBIDDEN, ErrorCode::PrivacyBudgetExhausted, e.to_string()).with_request_id(rid)
-        }
-        PrivacyError::Conflict(m) => ApiError::conflict(m).with_request_id(rid),
-        PrivacyError::Key(k) => {
-            tracing::error!(request_id = %rid, error = %k, "key service failure during a private query");
-            ctx.reject(ApiError::backend_unavailable()).await
-        }
-        e if e.recorded() => {
-            tracing::error!(request_id = %rid, error = %e, "private query refused by the store");
-            ApiError::internal().with_request_id(rid)
-        }
-        e => ctx.internal(&e).await,
+        PrivacyError::Invalid(m) => Refusal::invalid(m),
+        PrivacyError::OverCap(m) => Refusal::Failed(error(StatusCode::BAD_REQUEST, ErrorCode::EpsilonOverCap, m)),
+        // Recorded by the charging transaction (`data_query`, outcome `denied`).
+        e @ PrivacyError::Exhausted { .. } => Refusal::Recorded(error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::PrivacyBudgetExhausted,
+            e.to_string(),
+        )),
+        PrivacyError::Conflict(m) => Refusal::Recorded(ApiError::conflict(m)),
+        PrivacyError::Key(k) => Refusal::Backend(format!("key service failure during a private query: {k}")),
+        e if e.recorded() => Refusal::RecordedInternal(format!("private query refused by the store: {e}")),
+        e => Refusal::internal(e),
     }
 }
 
@@ -54,28 +47,20 @@ pub async fn query(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let mut ctx = Ctx::new(&req, &state, Action::DataQuery, "tenant:<unknown>".to_owned());
-    let principal = ctx.authenticate(&req).await?;
-    if let Some(t) = principal.tenant_id() {
-        ctx.resource = format!("tenant:{t}");
+    let (ctx, auth) = Ctx::open(&req, &state, &QUERY, "tenant:<unknown>".to_owned()).await?;
+    let result = async {
+        let key = match req.headers().get("idempotency-key") {
+            None => None,
+            Some(v) => Some(parse_idempotency_key(v.as_bytes()).map_err(refusal)?),
+        };
+        let request: QueryRequest = read_json(payload, state.max_body).await.map_err(Refusal::Failed)?;
+        let body = state
+            .privacy
+            .query(&auth, request, key, ctx.event())
+            .await
+            .map_err(refusal)?;
+        Ok(HttpResponse::Ok().content_type("application/json").body(body))
     }
-    let auth = match principal.tenant(Permission::QueryAggregate) {
-        Ok(a) => a,
-        Err(d) => return Err(ctx.deny(d).await),
-    };
-    let key = match req.headers().get("idempotency-key") {
-        None => None,
-        Some(v) => match parse_idempotency_key(v.as_bytes()) {
-            Ok(k) => Some(k),
-            Err(e) => return Err(map_err(&ctx, e).await),
-        },
-    };
-    let request: QueryRequest = match read_json(payload, state.max_body).await {
-        Ok(r) => r,
-        Err(e) => return Err(ctx.reject(e).await),
-    };
-    match state.privacy.query(&auth, request, key, ctx.event()).await {
-        Ok(body) => Ok(HttpResponse::Ok().content_type("application/json").body(body)),
-        Err(e) => Err(map_err(&ctx, e).await),
-    }
+    .await;
+    ctx.finish(result).await
 }

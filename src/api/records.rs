@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{page_limit, read_json, time_param};
-use super::ctx::{resource_id, Ctx};
+use super::ctx::{resource_id, Ctx, Refusal, RouteSpec, TenantOnly};
 use super::error::ApiError;
 use super::AppState;
 use crate::audit::Action;
@@ -15,28 +15,32 @@ use crate::domain::{EntityId, RecordId};
 use crate::keys::KeyError;
 use crate::records::{ListParams, RecordList, RecordsError, WriteBatch, DEFAULT_LIMIT, MAX_LIMIT};
 
-async fn map_err(ctx: &Ctx, e: RecordsError) -> ApiError {
+/// Routes.
+const WRITE: RouteSpec<TenantOnly> = RouteSpec::new(Action::DataWrite, TenantOnly(Permission::RecordsWrite));
+const READ: RouteSpec<TenantOnly> = RouteSpec::new(Action::DataAccess, TenantOnly(Permission::RecordsRead));
+
+fn refusal(e: RecordsError) -> Refusal {
     match e {
-        RecordsError::Invalid(m) => ctx.reject(ApiError::invalid(m)).await,
-        RecordsError::NotFound => ctx.reject_not_found().await,
+        RecordsError::Invalid(m) => Refusal::invalid(m),
+        RecordsError::NotFound => Refusal::HiddenNotFound,
         // Only made from a change the writer refused: its event (outcome `failed`) is
         // already durable, so answer without recording a second one.
-        RecordsError::Conflict(m) => ApiError::conflict(m).with_request_id(&ctx.request_id),
+        RecordsError::Conflict(m) => Refusal::Recorded(ApiError::conflict(m)),
         RecordsError::Commit(e @ crate::store::CommitError::Refused(..)) => {
-            tracing::error!(request_id = %ctx.request_id, error = %e, "write refused by the store");
-            ApiError::internal().with_request_id(&ctx.request_id)
+            Refusal::RecordedInternal(format!("write refused by the store: {e}"))
         }
         // A wrapped DEK that fails authentication was tampered with or moved: an
         // integrity failure, not an unavailable HSM.
         RecordsError::Key(k @ (KeyError::Malformed | KeyError::Hsm(strongroom_hsm::HsmError::UnwrapFailed))) => {
-            ctx.internal(&k).await
+            Refusal::internal(k)
         }
-        RecordsError::Key(k) => {
-            tracing::error!(request_id = %ctx.request_id, error = %k, "key service failure");
-            ctx.reject(ApiError::backend_unavailable()).await
-        }
-        e => ctx.internal(&e).await,
+        RecordsError::Key(k) => Refusal::Backend(format!("key service failure: {k}")),
+        e => Refusal::internal(e),
     }
+}
+
+fn entity_resource(raw_entity: &str) -> String {
+    format!("entity:{}", resource_id(raw_entity))
 }
 
 /// `POST /v1/entities/{entity_id}/records`
@@ -47,29 +51,19 @@ pub async fn write(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let raw_entity = path.into_inner();
-    let mut ctx = Ctx::new(
-        &req,
-        &state,
-        Action::DataWrite,
-        format!("entity:{}", resource_id(&raw_entity)),
-    );
-    let principal = ctx.authenticate(&req).await?;
-    let auth = match principal.tenant(Permission::RecordsWrite) {
-        Ok(a) => a,
-        Err(d) => return Err(ctx.deny(d).await),
-    };
-    let entity = match EntityId::parse(raw_entity) {
-        Ok(e) => e,
-        Err(e) => return Err(ctx.reject(ApiError::invalid(e.to_string())).await),
-    };
-    let batch: WriteBatch = match read_json(payload, state.max_body).await {
-        Ok(b) => b,
-        Err(e) => return Err(ctx.reject(e).await),
-    };
-    match state.records.write(&auth, &entity, batch, ctx.event()).await {
-        Ok(c) => Ok(HttpResponse::Created().json(json!({"ids": c.value}))),
-        Err(e) => Err(map_err(&ctx, e).await),
+    let (ctx, auth) = Ctx::open(&req, &state, &WRITE, entity_resource(&raw_entity)).await?;
+    let result = async {
+        let entity = EntityId::parse(raw_entity).map_err(Refusal::invalid)?;
+        let batch: WriteBatch = read_json(payload, state.max_body).await.map_err(Refusal::Failed)?;
+        let c = state
+            .records
+            .write(&auth, &entity, batch, ctx.event())
+            .await
+            .map_err(refusal)?;
+        Ok(HttpResponse::Created().json(json!({"ids": c.value})))
     }
+    .await;
+    ctx.finish(result).await
 }
 
 /// `GET /v1/entities/{entity_id}/records/{record_id}`
@@ -79,25 +73,20 @@ pub async fn get(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (raw_entity, raw_record) = path.into_inner();
-    let resource = format!(
-        "entity:{}/record:{}",
-        resource_id(&raw_entity),
-        resource_id(&raw_record)
-    );
-    let mut ctx = Ctx::new(&req, &state, Action::DataAccess, resource);
-    let principal = ctx.authenticate(&req).await?;
-    let auth = match principal.tenant(Permission::RecordsRead) {
-        Ok(a) => a,
-        Err(d) => return Err(ctx.deny(d).await),
-    };
-    let (entity, record) = match (EntityId::parse(raw_entity), RecordId::parse(raw_record)) {
-        (Ok(e), Ok(r)) => (e, r),
-        (Err(e), _) | (_, Err(e)) => return Err(ctx.reject(ApiError::invalid(e.to_string())).await),
-    };
-    match state.records.get(&auth, &entity, &record, ctx.event()).await {
-        Ok(r) => Ok(HttpResponse::Ok().json(r)),
-        Err(e) => Err(map_err(&ctx, e).await),
+    let resource = format!("{}/record:{}", entity_resource(&raw_entity), resource_id(&raw_record));
+    let (ctx, auth) = Ctx::open(&req, &state, &READ, resource).await?;
+    let result = async {
+        let entity = EntityId::parse(raw_entity).map_err(Refusal::invalid)?;
+        let record = RecordId::parse(raw_record).map_err(Refusal::invalid)?;
+        let r = state
+            .records
+            .get(&auth, &entity, &record, ctx.event())
+            .await
+            .map_err(refusal)?;
+        Ok(HttpResponse::Ok().json(r))
     }
+    .await;
+    ctx.finish(result).await
 }
 
 /// Query string of a listing.
@@ -151,33 +140,22 @@ pub async fn list(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let raw_entity = path.into_inner();
-    let mut ctx = Ctx::new(
-        &req,
-        &state,
-        Action::DataAccess,
-        format!("entity:{}", resource_id(&raw_entity)),
-    );
-    let principal = ctx.authenticate(&req).await?;
-    let auth = match principal.tenant(Permission::RecordsRead) {
-        Ok(a) => a,
-        Err(d) => return Err(ctx.deny(d).await),
-    };
-    let entity = match EntityId::parse(raw_entity) {
-        Ok(e) => e,
-        Err(e) => return Err(ctx.reject(ApiError::invalid(e.to_string())).await),
-    };
-    let params = match web::Query::<ListQuery>::from_query(req.query_string()) {
-        Ok(q) => match parse_list(q.into_inner()) {
-            Ok(p) => p,
-            Err(e) => return Err(ctx.reject(e).await),
-        },
-        Err(e) => return Err(ctx.reject(ApiError::invalid(format!("invalid query: {e}"))).await),
-    };
-    match state.records.list(&auth, &entity, params, ctx.event()).await {
-        Ok((records, next)) => Ok(HttpResponse::Ok().json(RecordList {
+    let (ctx, auth) = Ctx::open(&req, &state, &READ, entity_resource(&raw_entity)).await?;
+    let result = async {
+        let entity = EntityId::parse(raw_entity).map_err(Refusal::invalid)?;
+        let query = web::Query::<ListQuery>::from_query(req.query_string())
+            .map_err(|e| Refusal::invalid(format!("invalid query: {e}")))?;
+        let params = parse_list(query.into_inner()).map_err(Refusal::Failed)?;
+        let (records, next) = state
+            .records
+            .list(&auth, &entity, params, ctx.event())
+            .await
+            .map_err(refusal)?;
+        Ok(HttpResponse::Ok().json(RecordList {
             records,
             next_cursor: next.map(|(ts, id)| encode_cursor(ts, &id)),
-        })),
-        Err(e) => Err(map_err(&ctx, e).await),
+        }))
     }
+    .await;
+    ctx.finish(result).await
 }

@@ -4,7 +4,6 @@
 //! bootstrap file); the store keys tokens by `SHA-256("strongroom/token/v1\n" || token)`.
 
 use base64::Engine;
-use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -68,16 +67,14 @@ pub struct MintedToken {
 }
 
 /// Make a new random token.
-pub fn mint() -> MintedToken {
-    let mut raw = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
+pub fn mint(random: &crate::random::Random) -> MintedToken {
+    let raw: [u8; 32] = random.bytes();
     let secret = format!(
         "{TOKEN_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     );
     let hash = hash_token(&secret);
-    let mut id = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut id);
+    let id: [u8; 8] = random.bytes();
     MintedToken {
         secret: SecretString::from(secret),
         hash,

@@ -66,7 +66,8 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
     create_private_dir(dir)?;
     let metrics = boot::metrics()?;
     let store = boot::open_store(config, metrics.clone())?;
-    let appliance_id = hex::encode(crate::random::Random::os().bytes::<8>());
+    let random = crate::random::Random::os();
+    let appliance_id = hex::encode(random.bytes::<8>());
     let genesis = PendingEvent::new(Action::ServiceStart, "system:init", "audit", "init")
         .detail("genesis", true)
         .detail("appliance_id", appliance_id.clone())
@@ -79,7 +80,7 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
         .map_err(|e| CliError::runtime(format!("cannot write the genesis event: {e}")))?;
 
     let now = Clock::system().now().unix_timestamp();
-    let minted = mint();
+    let minted = mint(&random);
     let actor = Actor::parse("operator:bootstrap").map_err(|e| CliError::runtime(e.to_string()))?;
     let record = TokenRecord {
         token_id: minted.token_id.clone(),

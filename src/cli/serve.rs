@@ -10,7 +10,7 @@ use actix_web::web;
 use super::boot;
 use super::init::is_initialised;
 use super::CliError;
-use crate::api::{self, AppState};
+use crate::api;
 use crate::audit::integrity::{Alarm, AlarmKind, Integrity};
 use crate::audit::{Action, PendingEvent};
 use crate::clock::Clock;
@@ -72,20 +72,19 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         Duration::from_secs(config.keys.dek_cache_ttl_secs),
         metrics.clone(),
     );
-    let clock = Clock::system();
-    let state = web::Data::new(
-        AppState::new(
-            store.clone(),
-            keys,
-            integrity.clone(),
-            metrics.clone(),
-            clock,
-            config.max_body_bytes,
-            i64::try_from(config.keys.kek_retention_secs).unwrap_or(i64::MAX),
-        )
-        .with_privacy_policy(privacy)
-        .with_governance(quorum),
-    );
+    let random = crate::random::Random::os();
+    let state = web::Data::new(crate::app::compose(crate::app::Parts {
+        store: store.clone(),
+        keys,
+        integrity: integrity.clone(),
+        metrics: metrics.clone(),
+        clock: Clock::system(),
+        random,
+        max_body: config.max_body_bytes,
+        kek_retention_secs: i64::try_from(config.keys.kek_retention_secs).unwrap_or(i64::MAX),
+        privacy_policy: privacy,
+        quorum,
+    }));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -137,7 +136,7 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
             }
         });
 
-        let (https, https_addr) = api::https_server(state.clone(), config.listen, tls, crate::random::Random::os())
+        let (https, https_addr) = api::https_server(state.clone(), config.listen, tls, random)
             .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.listen)))?;
         let (metrics_srv, metrics_addr) = api::metrics_server(Arc::clone(&metrics), config.metrics_listen)
             .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.metrics_listen)))?;
