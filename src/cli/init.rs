@@ -34,8 +34,9 @@ pub fn is_initialised(dir: &Path) -> bool {
     dir.join("data.mdb").exists()
 }
 
-/// Provision a new appliance.
-pub fn provision(config: &Config) -> Result<(), CliError> {
+/// Refuse to provision over an existing appliance, a non-empty directory or an existing
+/// bootstrap token file.
+fn check_fresh(config: &Config) -> Result<(), CliError> {
     let dir = &config.data_dir;
     if is_initialised(dir) {
         return Err(CliError::config(format!(
@@ -58,12 +59,18 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
             config.bootstrap_token_file.display()
         )));
     }
+    Ok(())
+}
+
+/// Provision a new appliance.
+pub fn provision(config: &Config) -> Result<(), CliError> {
+    check_fresh(config)?;
     // Hardware first: fail before creating anything on disk.
     let hsm = boot::open_hsm(config)?;
     let signing_key = boot::signing_key(&hsm)?;
     let (tpm, counter) = boot::define_counter(config)?;
 
-    create_private_dir(dir)?;
+    create_private_dir(&config.data_dir)?;
     let metrics = boot::metrics()?;
     let store = boot::open_store(config, metrics.clone())?;
     let random = crate::random::Random::os();
@@ -79,8 +86,35 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
         .commit_blocking(genesis, move |txn, _| txn.set_appliance_id(&scope, &aid))
         .map_err(|e| CliError::runtime(format!("cannot write the genesis event: {e}")))?;
 
+    store_bootstrap_token(config, &store, &random)?;
+
+    // The first checkpoint, sealed to the counter just defined.
+    let integrity = Integrity::new(
+        store,
+        hsm,
+        Some(tpm),
+        &appliance_id,
+        config.tpm.nv_index,
+        signing_key,
+        Alarm::new(metrics.integrity_alarm.clone()),
+        boot::seal_policy(config),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("runtime: {e}")))?
+        .block_on(integrity.seal_genesis(counter))
+        .map_err(|e| CliError::runtime(format!("cannot seal the genesis checkpoint: {e}")))
+}
+
+/// Mint the bootstrap operator token, store it with its event, write it to its file.
+fn store_bootstrap_token(
+    config: &Config,
+    store: &crate::store::Store,
+    random: &crate::random::Random,
+) -> Result<(), CliError> {
     let now = Clock::system().now().unix_timestamp();
-    let minted = mint(&random);
+    let minted = mint(random);
     let actor = Actor::parse("operator:bootstrap").map_err(|e| CliError::runtime(e.to_string()))?;
     let record = TokenRecord {
         token_id: minted.token_id.clone(),
@@ -103,25 +137,7 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
     store
         .commit_blocking(event, move |txn, _| txn.insert_token(&hash, &record))
         .map_err(|e| CliError::runtime(format!("cannot store the bootstrap token: {e}")))?;
-    write_secret_file(&config.bootstrap_token_file, reveal(&minted))?;
-
-    // The first checkpoint, sealed to the counter just defined.
-    let integrity = Integrity::new(
-        store,
-        hsm,
-        Some(tpm),
-        &appliance_id,
-        config.tpm.nv_index,
-        signing_key,
-        Alarm::new(metrics.integrity_alarm.clone()),
-        boot::seal_policy(config),
-    );
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::runtime(format!("runtime: {e}")))?
-        .block_on(integrity.seal_genesis(counter))
-        .map_err(|e| CliError::runtime(format!("cannot seal the genesis checkpoint: {e}")))
+    write_secret_file(&config.bootstrap_token_file, reveal(&minted))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), CliError> {

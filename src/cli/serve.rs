@@ -40,8 +40,62 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         )));
     }
     let tls = api::tls_config(&config.tls_cert, &config.tls_key).map_err(|e| CliError::config(e.to_string()))?;
-    let privacy = config.privacy_policy();
-    let quorum = config.quorum().cloned();
+    let opened = open(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let Opened {
+            state,
+            integrity,
+            tpm_problem,
+            random,
+        } = opened;
+        record(
+            &state,
+            PendingEvent::new(Action::ServiceStart, "system", "audit", "startup")
+                .detail("version", env!("CARGO_PKG_VERSION")),
+            "service_start",
+        )
+        .await?;
+        // Rollback and tamper checks; a failure raises the alarm and we serve in alarm
+        // mode (audit endpoints and /readyz explain; data endpoints answer 503).
+        match tpm_problem {
+            Some(why) => integrity.raise(AlarmKind::Rollback, &why).await,
+            None => match integrity.startup().await {
+                Ok(check) => tracing::info!(?check, "integrity check passed"),
+                Err(why) => tracing::error!(%why, "integrity check failed; serving in alarm mode"),
+            },
+        }
+        integrity.spawn_background();
+        spawn_key_and_governance_work(&state, &integrity);
+        // A listener that cannot bind ends the start without a `service_stop`, as before.
+        let result = listen_until_stopped(config, &state, tls, random, on_ready).await?;
+        record(
+            &state,
+            PendingEvent::new(Action::ServiceStop, "system", "audit", "shutdown"),
+            "service_stop",
+        )
+        .await?;
+        if let Err(e) = integrity.seal_if_active("shutdown").await {
+            tracing::error!(error = %e, "could not seal a checkpoint at shutdown");
+        }
+        result
+    })
+}
+
+/// What `serve` runs: the composed state and what start-up found about the TPM.
+struct Opened {
+    state: web::Data<api::AppState>,
+    integrity: Arc<Integrity>,
+    /// Why the TPM counter could not be opened (raised as a rollback alarm).
+    tpm_problem: Option<String>,
+    random: crate::random::Random,
+}
+
+/// Open the HSM, TPM, store and integrity state, and compose the services.
+fn open(config: &Config) -> Result<Opened, CliError> {
     let hsm = boot::open_hsm(config)?;
     let public_key = boot::signing_key(&hsm)?;
     let counter = boot::open_counter(config)?;
@@ -74,99 +128,95 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
     );
     let random = crate::random::Random::os();
     let state = web::Data::new(crate::app::compose(crate::app::Parts {
-        store: store.clone(),
+        store,
         keys,
         integrity: integrity.clone(),
-        metrics: metrics.clone(),
+        metrics,
         clock: Clock::system(),
         random,
         max_body: config.max_body_bytes,
         kek_retention_secs: i64::try_from(config.keys.kek_retention_secs).unwrap_or(i64::MAX),
-        privacy_policy: privacy,
-        quorum,
+        privacy_policy: config.privacy_policy(),
+        quorum: config.quorum().cloned(),
     }));
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::runtime(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(async move {
-        let start = PendingEvent::new(Action::ServiceStart, "system", "audit", "startup")
-            .detail("version", env!("CARGO_PKG_VERSION"));
-        store
-            .record(start)
-            .await
-            .map_err(|e| CliError::runtime(format!("cannot write service_start: {e}")))?;
-        // Rollback and tamper checks; a failure raises the alarm and we serve in alarm
-        // mode (audit endpoints and /readyz explain; data endpoints answer 503).
-        match tpm_problem {
-            Some(why) => integrity.raise(AlarmKind::Rollback, &why).await,
-            None => match integrity.startup().await {
-                Ok(check) => tracing::info!(?check, "integrity check passed"),
-                Err(why) => tracing::error!(%why, "integrity check failed; serving in alarm mode"),
-            },
-        }
-        integrity.spawn_background();
-        // Finish governance operations approved but not finished before a stop.
-        let governance = state.governance.clone();
-        tokio::spawn(async move {
-            if let Err(e) = governance.resume().await {
-                tracing::error!(error = %e, "cannot resume governance proposals");
-            }
-        });
-        // Finish interrupted rotations, then destroy retired KEKs whose window passed,
-        // now and every ten minutes.
-        let rotation = state.rotation.clone();
-        let integrity_for_keys = integrity.clone();
-        tokio::spawn(async move {
-            loop {
-                // Key destruction and rotation act on what the store says; under an
-                // integrity alarm the store is not to be trusted.
-                if integrity_for_keys.alarm().reason().is_some() {
-                    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
-                    continue;
-                }
-                if let Err(e) = rotation.resume_all().await {
-                    tracing::error!(error = %e, "outstanding key rotations failed; retrying in 10 minutes");
-                }
-                if let Err(e) = rotation.reap().await {
-                    tracing::error!(error = %e, "destroying retired KEKs failed");
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(600)).await;
-            }
-        });
-
-        let (https, https_addr) = api::https_server(state.clone(), config.listen, tls, random)
-            .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.listen)))?;
-        let (metrics_srv, metrics_addr) = api::metrics_server(Arc::clone(&metrics), config.metrics_listen)
-            .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.metrics_listen)))?;
-        let metrics_handle = metrics_srv.handle();
-        tokio::spawn(metrics_srv);
-        let bound = Bound {
-            https: https_addr,
-            metrics: metrics_addr,
-        };
-        println!(
-            "strongroom: serving https://{} metrics http://{}/metrics",
-            bound.https, bound.metrics
-        );
-        on_ready(&bound);
-        notify_systemd("READY=1");
-
-        // actix-web stops gracefully on SIGTERM/SIGINT.
-        let result = https.await;
-        notify_systemd("STOPPING=1");
-        metrics_handle.stop(true).await;
-        let stop = PendingEvent::new(Action::ServiceStop, "system", "audit", "shutdown");
-        store
-            .record(stop)
-            .await
-            .map_err(|e| CliError::runtime(format!("cannot write service_stop: {e}")))?;
-        if let Err(e) = integrity.seal_if_active("shutdown").await {
-            tracing::error!(error = %e, "could not seal a checkpoint at shutdown");
-        }
-        result.map_err(|e| CliError::runtime(format!("server error: {e}")))
+    Ok(Opened {
+        state,
+        integrity,
+        tpm_problem,
+        random,
     })
+}
+
+/// Record a service lifecycle event durably.
+async fn record(state: &api::AppState, event: PendingEvent, name: &str) -> Result<(), CliError> {
+    state
+        .store
+        .record(event)
+        .await
+        .map(|_| ())
+        .map_err(|e| CliError::runtime(format!("cannot write {name}: {e}")))
+}
+
+/// Finish governance operations approved but not finished before a stop; finish
+/// interrupted rotations and destroy retired KEKs whose window passed, now and every ten
+/// minutes — but not under an integrity alarm: key destruction and rotation act on what
+/// the store says, and then the store is not to be trusted.
+fn spawn_key_and_governance_work(state: &api::AppState, integrity: &Arc<Integrity>) {
+    let governance = state.governance.clone();
+    tokio::spawn(async move {
+        if let Err(e) = governance.resume().await {
+            tracing::error!(error = %e, "cannot resume governance proposals");
+        }
+    });
+    let rotation = state.rotation.clone();
+    let integrity = integrity.clone();
+    tokio::spawn(async move {
+        loop {
+            if integrity.alarm().reason().is_some() {
+                tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                continue;
+            }
+            if let Err(e) = rotation.resume_all().await {
+                tracing::error!(error = %e, "outstanding key rotations failed; retrying in 10 minutes");
+            }
+            if let Err(e) = rotation.reap().await {
+                tracing::error!(error = %e, "destroying retired KEKs failed");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+        }
+    });
+}
+
+/// Bind HTTPS and metrics, tell scripts and systemd, serve until SIGTERM/SIGINT
+/// (actix-web stops gracefully), then stop the metrics server. The outer error is a
+/// listener that could not bind; the inner one the server's own.
+async fn listen_until_stopped(
+    config: &Config,
+    state: &web::Data<api::AppState>,
+    tls: rustls::ServerConfig,
+    random: crate::random::Random,
+    on_ready: impl FnOnce(&Bound),
+) -> Result<Result<(), CliError>, CliError> {
+    let (https, https_addr) = api::https_server(state.clone(), config.listen, tls, random)
+        .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.listen)))?;
+    let (metrics_srv, metrics_addr) = api::metrics_server(Arc::clone(&state.metrics), config.metrics_listen)
+        .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", config.metrics_listen)))?;
+    let metrics_handle = metrics_srv.handle();
+    tokio::spawn(metrics_srv);
+    let bound = Bound {
+        https: https_addr,
+        metrics: metrics_addr,
+    };
+    println!(
+        "strongroom: serving https://{} metrics http://{}/metrics",
+        bound.https, bound.metrics
+    );
+    on_ready(&bound);
+    notify_systemd("READY=1");
+    let result = https.await;
+    notify_systemd("STOPPING=1");
+    metrics_handle.stop(true).await;
+    Ok(result.map_err(|e| CliError::runtime(format!("server error: {e}"))))
 }
 
 /// `sd_notify` without libsystemd: one datagram to `$NOTIFY_SOCKET`, if set.
