@@ -160,7 +160,6 @@ impl Rotation {
         mut record: TenantRecord,
         request_event: PendingEvent,
     ) -> Result<RotationReport, RotationError> {
-        let scope = system_scope();
         let request_event = if record.rotation_started_at.is_some() {
             // Interrupted earlier: the new version is already current; just finish.
             self.store
@@ -175,47 +174,7 @@ impl Rotation {
             Some(request_event)
         };
         if let Some(event) = request_event {
-            let previous = record.key_version;
-            let next = previous + 1;
-            let event = event.detail("key_version", next).detail("previous_version", previous);
-            if record.pending_version == Some(next) {
-                // Prepared earlier and interrupted: a key under that label is ours.
-                self.store.record(event.detail("phase", "resume")).await?;
-            } else {
-                // The label must be free now; a key already there is not ours (another
-                // appliance on the token) and is never adopted.
-                let label = strongroom_hsm::KekRef {
-                    tenant_id: tenant.as_str(),
-                    version: next,
-                }
-                .label();
-                if self.keys.kek_exists(tenant, next).await? {
-                    return Err(RotationError::ForeignKey(label));
-                }
-                record.pending_version = Some(next);
-                self.save(record.clone(), event.detail("phase", "prepared")).await?;
-            }
-            match self.keys.create_kek(&scope, tenant, next).await {
-                Ok(()) => {}
-                Err(KeyError::Hsm(strongroom_hsm::HsmError::KeyExists(_))) => {
-                    tracing::warn!(%tenant, version = next, "using the KEK created before an interruption");
-                }
-                Err(e) => return Err(e.into()),
-            }
-            record.key_version = next;
-            record.pending_version = None;
-            // Erasures from now on need another rotation; earlier ones are covered by
-            // this one (every DEK is rewrapped under `next`, older versions retire).
-            record.rotation_required = false;
-            record.rotation_started_at = Some(rfc3339(self.clock.now()));
-            record.retired.push(RetiredKek {
-                version: previous,
-                destroy_after: i64::MAX,
-            });
-            let started = system_event("started", tenant)
-                .detail("key_version", next)
-                .detail("previous_version", previous);
-            self.save(record.clone(), started).await?;
+            self.start_next_version(tenant, &mut record, event).await?;
         }
         let rewrapped = self.rewrap_all(tenant, record.key_version).await?;
         // Retire: every version below the current one gets its window from now.
@@ -241,6 +200,61 @@ impl Rotation {
                 u64::try_from(destroy_after).unwrap_or(0).saturating_mul(1_000_000_000),
             )),
         })
+    }
+
+    /// Phase one of a rotation: commit the intent (`pending_version`), create KEK
+    /// version n+1 in the HSM (a key already under that label is adopted only when our
+    /// own intent says it is ours), make it current and retire version n (window set
+    /// when the rewrap completes).
+    async fn start_next_version(
+        &self,
+        tenant: &TenantId,
+        record: &mut TenantRecord,
+        event: PendingEvent,
+    ) -> Result<(), RotationError> {
+        let scope = system_scope();
+        let previous = record.key_version;
+        let next = previous + 1;
+        let event = event.detail("key_version", next).detail("previous_version", previous);
+        if record.pending_version == Some(next) {
+            // Prepared earlier and interrupted: a key under that label is ours.
+            self.store.record(event.detail("phase", "resume")).await?;
+        } else {
+            // The label must be free now; a key already there is not ours (another
+            // appliance on the token) and is never adopted.
+            let label = strongroom_hsm::KekRef {
+                tenant_id: tenant.as_str(),
+                version: next,
+            }
+            .label();
+            if self.keys.kek_exists(tenant, next).await? {
+                return Err(RotationError::ForeignKey(label));
+            }
+            record.pending_version = Some(next);
+            self.save(record.clone(), event.detail("phase", "prepared")).await?;
+        }
+        match self.keys.create_kek(&scope, tenant, next).await {
+            Ok(()) => {}
+            Err(KeyError::Hsm(strongroom_hsm::HsmError::KeyExists(_))) => {
+                tracing::warn!(%tenant, version = next, "using the KEK created before an interruption");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        record.key_version = next;
+        record.pending_version = None;
+        // Erasures from now on need another rotation; earlier ones are covered by
+        // this one (every DEK is rewrapped under `next`, older versions retire).
+        record.rotation_required = false;
+        record.rotation_started_at = Some(rfc3339(self.clock.now()));
+        record.retired.push(RetiredKek {
+            version: previous,
+            destroy_after: i64::MAX,
+        });
+        let started = system_event("started", tenant)
+            .detail("key_version", next)
+            .detail("previous_version", previous);
+        self.save(record.clone(), started).await?;
+        Ok(())
     }
 
     /// Rewrap every DEK of the tenant not yet under `version`, in batches. Entities
