@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::api::AppState;
 use crate::audit::integrity::Integrity;
+use crate::auth::service::TokenService;
 use crate::clock::Clock;
 use crate::erasure::ErasureService;
 use crate::governance::{Governance, Quorum};
@@ -88,7 +89,9 @@ pub fn compose(p: Parts) -> AppState {
         clock.clone(),
         tenant_admin.clone(),
     );
+    let tokens = TokenService::new(store.clone(), clock.clone(), random, integrity.clone());
     AppState {
+        tokens,
         store,
         keys,
         records,

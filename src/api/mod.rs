@@ -64,6 +64,8 @@ pub struct AppState {
     pub governance: crate::governance::Governance,
     /// Tenant lifecycle.
     pub tenants: crate::tenants::TenantService,
+    /// Token minting and revocation.
+    pub tokens: crate::auth::service::TokenService,
     /// Randomness (request ids, token secrets).
     pub random: crate::random::Random,
 }

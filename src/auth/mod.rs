@@ -9,6 +9,7 @@
 
 mod authenticate;
 mod permissions;
+pub mod service;
 pub mod tokens;
 
 pub use authenticate::{authenticate, AuthFailure};

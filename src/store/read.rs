@@ -549,22 +549,28 @@ impl ReadTxn<'_> {
 impl ReadTxn<'_> {
     /// Ids of unrevoked, unexpired operator tokens holding `tokens:manage`.
     pub fn active_token_admins(&self, now: i64) -> Result<Vec<String>, StoreError> {
-        let mut cursor = self.txn.open_ro_cursor(self.dbs.tokens)?;
-        let mut out = Vec::new();
-        for item in cursor.iter_start() {
-            let (_, v) = item?;
-            let t: TokenRecord = serde_json::from_slice(v).map_err(|_| StoreError::Corrupt("tokens"))?;
-            if t.tenant_id.is_none()
-                && t.revoked_at.is_none()
-                && t.expires_at > now
-                && t.permissions.contains(&crate::auth::Permission::TokensManage)
-            {
-                out.push(t.token_id);
-            }
-        }
-        drop(cursor);
-        Ok(out)
+        token_admins(&self.txn, self.dbs.tokens, now)
     }
+}
+
+/// Ids of unrevoked, unexpired operator tokens holding `tokens:manage`, in any
+/// transaction (a revocation checks it inside its own write transaction).
+pub(super) fn token_admins(txn: &impl Transaction, tokens: Database, now: i64) -> Result<Vec<String>, StoreError> {
+    let mut cursor = txn.open_ro_cursor(tokens)?;
+    let mut out = Vec::new();
+    for item in cursor.iter_start() {
+        let (_, v) = item?;
+        let t: TokenRecord = serde_json::from_slice(v).map_err(|_| StoreError::Corrupt("tokens"))?;
+        if t.tenant_id.is_none()
+            && t.revoked_at.is_none()
+            && t.expires_at > now
+            && t.permissions.contains(&crate::auth::Permission::TokensManage)
+        {
+            out.push(t.token_id);
+        }
+    }
+    drop(cursor);
+    Ok(out)
 }
 
 /// Governance (see `crate::governance`).

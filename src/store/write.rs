@@ -5,7 +5,7 @@ use lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
 
 use super::layout;
 use super::read::TenantRecord;
-use super::Dbs;
+use super::{Dbs, StoreError};
 use crate::auth::tokens::TokenHash;
 use crate::auth::{OperatorScope, TenantScope, TokenRecord};
 use crate::domain::{EntityId, RecordId};
@@ -163,6 +163,15 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
             WriteFlags::NO_OVERWRITE,
         )?;
         Ok(())
+    }
+
+    /// Ids of unrevoked, unexpired operator tokens holding `tokens:manage`, as of this
+    /// transaction.
+    pub fn active_token_admins(&self, now: i64) -> Result<Vec<String>, ChangeError> {
+        super::read::token_admins(&*self.txn, self.dbs.tokens, now).map_err(|e| match e {
+            StoreError::Lmdb(e) => ChangeError::Storage(e),
+            _ => ChangeError::Corrupt("tokens"),
+        })
     }
 
     /// Mark a token revoked (idempotent: a second revoke keeps the first time).
