@@ -30,7 +30,7 @@ pub fn open_hsm(config: &Config) -> Result<HsmWorker<dyn KeyBackend>, CliError> 
 
 /// Open the LMDB store.
 pub fn open_store(config: &Config, metrics: Arc<Metrics>) -> Result<Store, CliError> {
-    Store::open(&config.data_dir, metrics)
+    Store::open(&config.data_dir, metrics, crate::clock::Clock::system())
         .map_err(|e| CliError::runtime(format!("cannot open data directory {}: {e}", config.data_dir.display())))
 }
 

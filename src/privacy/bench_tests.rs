@@ -56,7 +56,12 @@ fn time(runs: usize, mut f: impl FnMut()) -> Duration {
 #[ignore]
 fn query_latency_over_100k_records() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Arc::new(Metrics::new().unwrap())).unwrap();
+    let store = Store::open(
+        dir.path(),
+        Arc::new(Metrics::new().unwrap()),
+        crate::clock::Clock::system(),
+    )
+    .unwrap();
     let tenant = TenantId::parse("bench").unwrap();
     let scope = crate::auth::system_tenant_scope(&tenant);
     let record = crate::store::TenantRecord {
