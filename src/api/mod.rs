@@ -76,7 +76,7 @@ impl AppState {
         max_body: usize,
         kek_retention_secs: i64,
     ) -> Self {
-        let records = RecordService::new(store.clone(), keys.clone(), clock.clone());
+        let records = RecordService::new(store.clone(), keys.clone(), clock.clone(), crate::random::Random::os());
         let rotation = Rotation::new(store.clone(), keys.clone(), clock.clone(), kek_retention_secs);
         let erasure = ErasureService::new(
             store.clone(),

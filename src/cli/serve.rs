@@ -71,6 +71,7 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(&Bound)) -> Result<(), CliEr
         config.keys.dek_cache_capacity,
         Duration::from_secs(config.keys.dek_cache_ttl_secs),
         metrics.clone(),
+        crate::random::Random::os(),
     );
     let clock = Clock::system();
     let state = web::Data::new(

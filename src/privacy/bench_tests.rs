@@ -84,7 +84,7 @@ fn query_latency_over_100k_records() {
         let mut batch = Vec::new();
         for e in chunk * 100..(chunk + 1) * 100 {
             let entity = EntityId::parse(format!("entity-{e:04}")).unwrap();
-            let key = Arc::new(DataKey::generate());
+            let key = Arc::new(DataKey::generate(&crate::random::Random::os()));
             let wrapped = WrappedDek {
                 dek_id: key.id(),
                 kek_version: 1,
@@ -97,7 +97,13 @@ fn query_latency_over_100k_records() {
                     let plain = Plaintext::new(serde_json::to_vec(&data).unwrap());
                     let ts_nanos = 1_700_000_000_000_000_000 + i as u64;
                     NewRecord {
-                        sealed: key.seal(&plain, &record_aad(&tenant, &entity, &id, ts_nanos, key.id())),
+                        sealed: key
+                            .seal(
+                                &crate::random::Random::os(),
+                                &plain,
+                                &record_aad(&tenant, &entity, &id, ts_nanos, key.id()),
+                            )
+                            .unwrap(),
                         id,
                         ts_nanos,
                     }
