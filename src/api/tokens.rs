@@ -124,7 +124,7 @@ pub async fn create(
     let ttl = ttl
         .min(principal.expires_at().saturating_sub(now.unix_timestamp()))
         .max(0);
-    let minted = mint();
+    let minted = mint(&crate::random::Random::os());
     ctx.resource = format!("token:{}", minted.token_id);
     let record = TokenRecord {
         token_id: minted.token_id.clone(),

@@ -1,16 +1,17 @@
 //! Bearer tokens: 256-bit random, shown once, stored only as a hash.
 //!
 //! Invariant: the token string exists only in the response that creates it (and the
-//! bootstrap file); the store keys tokens by `SHA-256("strongroom/token/v1\n" || token)`.
+//! bootstrap file); the store keys tokens by `SHA-256("strongroom/token/v1\n" || token)`;
+//! token secrets and ids are drawn from the caller's [`Random`].
 
 use base64::Engine;
-use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Permission;
 use crate::domain::{Actor, TenantId};
+use crate::random::Random;
 
 /// Prefix that makes Strongroom tokens recognisable to secret scanners.
 pub const TOKEN_PREFIX: &str = "srt_";
@@ -68,16 +69,14 @@ pub struct MintedToken {
 }
 
 /// Make a new random token.
-pub fn mint() -> MintedToken {
-    let mut raw = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
+pub fn mint(random: &Random) -> MintedToken {
+    let raw: [u8; 32] = random.bytes();
     let secret = format!(
         "{TOKEN_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     );
     let hash = hash_token(&secret);
-    let mut id = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut id);
+    let id: [u8; 8] = random.bytes();
     MintedToken {
         secret: SecretString::from(secret),
         hash,

@@ -83,7 +83,7 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
         .map_err(|e| CliError::runtime(format!("cannot write the genesis event: {e}")))?;
 
     let now = Clock::system().now().unix_timestamp();
-    let minted = mint();
+    let minted = mint(&crate::random::Random::os());
     let actor = Actor::parse("operator:bootstrap").map_err(|e| CliError::runtime(e.to_string()))?;
     let record = TokenRecord {
         token_id: minted.token_id.clone(),
