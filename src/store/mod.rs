@@ -8,6 +8,7 @@
 //! - an entity's records, index entries and wrapped DEK share one key prefix
 //!   (`len(tenant) tenant len(entity) entity`), so its data is contiguous ranges.
 
+mod backend;
 pub mod layout;
 mod read;
 mod write;
