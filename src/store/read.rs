@@ -439,9 +439,7 @@ impl ReadTxn<'_> {
 
     /// Every wrapped DEK of the caller's tenant, with its entity (for rotation).
     pub fn tenant_deks(&self, scope: &TenantScope) -> Result<Vec<(EntityId, WrappedDek)>, StoreError> {
-        let t = scope.tenant().as_str().as_bytes();
-        let mut prefix = vec![t.len() as u8];
-        prefix.extend_from_slice(t);
+        let prefix = layout::tenant_prefix(scope.tenant());
         let mut cursor = self.txn.open_ro_cursor(self.dbs.deks)?;
         let mut out = Vec::new();
         for item in cursor.iter_from(&prefix) {
@@ -495,9 +493,7 @@ impl ReadTxn<'_> {
         scope: &TenantScope,
         mut visit: impl FnMut(TenantRecordRef<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let t = scope.tenant().as_str().as_bytes();
-        let mut prefix = vec![t.len() as u8];
-        prefix.extend_from_slice(t);
+        let prefix = layout::tenant_prefix(scope.tenant());
         let mut cursor = self.txn.open_ro_cursor(self.dbs.records).map_err(StoreError::from)?;
         let mut current: Option<(Vec<u8>, EntityId)> = None;
         for item in cursor.iter_from(&prefix) {

@@ -342,11 +342,7 @@ impl WriteTxn<'_, '_> {
 /// `len(tenant) tenant`: the key of a tenant's privacy budget, and the prefix of its
 /// idempotency-ledger keys.
 fn dp_tenant_key(scope: &TenantScope) -> Vec<u8> {
-    let t = scope.tenant().as_str().as_bytes();
-    let mut k = Vec::with_capacity(1 + t.len());
-    k.push(t.len() as u8);
-    k.extend_from_slice(t);
-    k
+    layout::tenant_prefix(scope.tenant())
 }
 
 /// Differential-privacy budget and idempotency ledger (see `crate::privacy::budget`).
