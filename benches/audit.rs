@@ -18,7 +18,12 @@ fn main() {
         .next()
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Arc::new(Metrics::new().unwrap())).unwrap();
+    let store = Store::open(
+        dir.path(),
+        Arc::new(Metrics::new().unwrap()),
+        strongroom::clock::Clock::system(),
+    )
+    .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

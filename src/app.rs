@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use crate::api::AppState;
 use crate::audit::integrity::Integrity;
-use crate::auth::service::TokenService;
 use crate::clock::Clock;
 use crate::erasure::ErasureService;
 use crate::governance::{Governance, Quorum};
@@ -21,6 +20,7 @@ use crate::records::RecordService;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::tenants::TenantService;
+use crate::tokens::TokenService;
 
 /// What the services are built from: opened components and parsed configuration.
 pub struct Parts {
@@ -60,7 +60,7 @@ pub fn compose(p: Parts) -> AppState {
         privacy_policy,
         quorum,
     } = p;
-    let records = RecordService::new(store.clone(), keys.clone(), clock.clone());
+    let records = RecordService::new(store.clone(), keys.clone(), clock.clone(), random);
     let rotation = Rotation::new(store.clone(), keys.clone(), clock.clone(), kek_retention_secs);
     let erasure = ErasureService::new(
         store.clone(),

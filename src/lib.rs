@@ -25,3 +25,4 @@ pub mod records;
 pub mod store;
 pub mod telemetry;
 pub mod tenants;
+pub mod tokens;

@@ -179,15 +179,7 @@ pub struct Ctx {
     principal: Option<Principal>,
 }
 
-/// Render a path segment for the `resource` field: the id if valid, else a marker (so
-/// garbage input is not copied into the log).
-pub fn resource_id(raw: &str) -> &str {
-    if crate::domain::EntityId::parse(raw).is_ok() {
-        raw
-    } else {
-        "<invalid>"
-    }
-}
+pub use crate::domain::loggable_id as resource_id;
 
 impl Ctx {
     /// Authenticate, apply the alarm policy and authorise the request against `spec`.

@@ -65,7 +65,7 @@ pub struct AppState {
     /// Tenant lifecycle.
     pub tenants: crate::tenants::TenantService,
     /// Token minting and revocation.
-    pub tokens: crate::auth::service::TokenService,
+    pub tokens: crate::tokens::TokenService,
     /// Randomness (request ids, token secrets).
     pub random: crate::random::Random,
 }

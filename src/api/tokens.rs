@@ -12,11 +12,11 @@ use super::ctx::{resource_id, Ctx, EitherKind, Refusal, RouteSpec};
 use super::error::ApiError;
 use super::AppState;
 use crate::audit::Action;
-use crate::auth::service::{TokenError, TokenRequest};
 use crate::auth::tokens::reveal;
 use crate::auth::Permission;
 use crate::domain::{Actor, TenantId};
 use crate::store::ChangeError;
+use crate::tokens::{TokenError, TokenRequest};
 
 /// `POST /v1/admin/tokens` body.
 #[derive(Debug, Deserialize)]

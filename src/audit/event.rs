@@ -1,11 +1,15 @@
 //! Audit events: what a request asks to be recorded ([`PendingEvent`]) and what the
 //! writer makes of it once it has a place in the chain ([`AuditEvent`]).
+//!
+//! Invariant: event ids are random (via [`Random`], the OS CSPRNG), never derived from
+//! request data.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::domain::TenantId;
+use crate::random::Random;
 
 /// Prefix of every event's canonical bytes.
 pub const EVENT_PREFIX: &str = "audit-event/v1\n";
@@ -112,8 +116,7 @@ impl PendingEvent {
         resource: impl Into<String>,
         request_id: impl Into<String>,
     ) -> Self {
-        let mut id = [0u8; 8];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+        let id: [u8; 8] = Random::os().bytes();
         Self {
             event_id: format!("evt-{}", hex::encode(id)),
             action,

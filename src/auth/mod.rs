@@ -9,7 +9,6 @@
 
 mod authenticate;
 mod permissions;
-pub mod service;
 pub mod tokens;
 
 pub use authenticate::{authenticate, AuthFailure};

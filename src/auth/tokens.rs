@@ -1,7 +1,8 @@
 //! Bearer tokens: 256-bit random, shown once, stored only as a hash.
 //!
 //! Invariant: the token string exists only in the response that creates it (and the
-//! bootstrap file); the store keys tokens by `SHA-256("strongroom/token/v1\n" || token)`.
+//! bootstrap file); the store keys tokens by `SHA-256("strongroom/token/v1\n" || token)`;
+//! token secrets and ids are drawn from the caller's [`Random`].
 
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
@@ -10,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::Permission;
 use crate::domain::{Actor, TenantId};
+use crate::random::Random;
 
 /// Prefix that makes Strongroom tokens recognisable to secret scanners.
 pub const TOKEN_PREFIX: &str = "srt_";
@@ -67,7 +69,7 @@ pub struct MintedToken {
 }
 
 /// Make a new random token.
-pub fn mint(random: &crate::random::Random) -> MintedToken {
+pub fn mint(random: &Random) -> MintedToken {
     let raw: [u8; 32] = random.bytes();
     let secret = format!(
         "{TOKEN_PREFIX}{}",

@@ -28,9 +28,9 @@ pub fn open_hsm(config: &Config) -> Result<HsmWorker<dyn KeyBackend>, CliError> 
     })
 }
 
-/// Open the LMDB store.
-pub fn open_store(config: &Config, metrics: Arc<Metrics>) -> Result<Store, CliError> {
-    Store::open(&config.data_dir, metrics)
+/// Open the LMDB store; its writer stamps events with `clock`.
+pub fn open_store(config: &Config, metrics: Arc<Metrics>, clock: crate::clock::Clock) -> Result<Store, CliError> {
+    Store::open(&config.data_dir, metrics, clock)
         .map_err(|e| CliError::runtime(format!("cannot open data directory {}: {e}", config.data_dir.display())))
 }
 

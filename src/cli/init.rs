@@ -72,7 +72,7 @@ pub fn provision(config: &Config) -> Result<(), CliError> {
 
     create_private_dir(&config.data_dir)?;
     let metrics = boot::metrics()?;
-    let store = boot::open_store(config, metrics.clone())?;
+    let store = boot::open_store(config, metrics.clone(), Clock::system())?;
     let random = crate::random::Random::os();
     let appliance_id = hex::encode(random.bytes::<8>());
     let genesis = PendingEvent::new(Action::ServiceStart, "system:init", "audit", "init")

@@ -100,7 +100,8 @@ fn open(config: &Config) -> Result<Opened, CliError> {
     let public_key = boot::signing_key(&hsm)?;
     let counter = boot::open_counter(config)?;
     let metrics = boot::metrics()?;
-    let store = boot::open_store(config, metrics.clone())?;
+    let clock = Clock::system();
+    let store = boot::open_store(config, metrics.clone(), clock.clone())?;
     let appliance_id = store
         .read()
         .and_then(|t| t.appliance_id())
@@ -120,19 +121,20 @@ fn open(config: &Config) -> Result<Opened, CliError> {
         Alarm::new(metrics.integrity_alarm.clone()),
         boot::seal_policy(config),
     );
+    let random = crate::random::Random::os();
     let keys = KeyService::new(
         hsm,
         config.keys.dek_cache_capacity,
         Duration::from_secs(config.keys.dek_cache_ttl_secs),
         metrics.clone(),
+        random,
     );
-    let random = crate::random::Random::os();
     let state = web::Data::new(crate::app::compose(crate::app::Parts {
         store,
         keys,
         integrity: integrity.clone(),
         metrics,
-        clock: Clock::system(),
+        clock,
         random,
         max_body: config.max_body_bytes,
         kek_retention_secs: i64::try_from(config.keys.kek_retention_secs).unwrap_or(i64::MAX),

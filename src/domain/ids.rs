@@ -115,6 +115,16 @@ impl fmt::Debug for Actor {
     }
 }
 
+/// Render a path segment for an audit event's `resource` field: the id if it is a valid
+/// id, else a marker, so garbage input is never copied into the log.
+pub fn loggable_id(raw: &str) -> &str {
+    if EntityId::parse(raw).is_ok() {
+        raw
+    } else {
+        "<invalid>"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

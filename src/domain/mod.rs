@@ -3,4 +3,4 @@
 
 mod ids;
 
-pub use ids::{Actor, EntityId, IdError, RecordId, TenantId};
+pub use ids::{loggable_id, Actor, EntityId, IdError, RecordId, TenantId};

@@ -107,14 +107,16 @@ mod tests {
         let cache = DekCache::new(2, Duration::from_millis(50));
         let ids: Vec<EntityId> = (0..3).map(|i| EntityId::parse(format!("e{i}")).unwrap()).collect();
         for e in &ids {
-            cache.insert(&t, e, Arc::new(DataKey::generate()));
+            cache.insert(&t, e, Arc::new(DataKey::generate(&crate::random::Random::os())));
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(cache.len(), 2);
         assert!(cache.get(&t, &ids[0], None).is_none(), "oldest evicted");
         let k = cache.get(&t, &ids[2], None).unwrap();
         assert!(cache.get(&t, &ids[2], Some(k.id())).is_some());
-        assert!(cache.get(&t, &ids[2], Some(DataKey::generate().id())).is_none());
+        assert!(cache
+            .get(&t, &ids[2], Some(DataKey::generate(&crate::random::Random::os()).id()))
+            .is_none());
         std::thread::sleep(Duration::from_millis(60));
         assert!(cache.get(&t, &ids[2], None).is_none(), "expired");
     }

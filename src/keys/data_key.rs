@@ -1,11 +1,15 @@
 //! The data key and the two shapes of record data: [`Plaintext`] and [`Sealed`].
+//!
+//! Invariants: a [`DataKey`] never leaves this type except to the HSM for wrapping;
+//! sealing either yields authenticated ciphertext or an error ([`SealError`]) — never
+//! an empty or partial [`Sealed`]; nonces and keys come from the [`Random`] handed in.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use rand::RngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::domain::{EntityId, RecordId, TenantId};
+use crate::random::Random;
 
 /// Random 128-bit identifier of one DEK generation of one entity. It is part of every
 /// record's AAD, so a record written under an erased entity's old key cannot be
@@ -14,10 +18,8 @@ use crate::domain::{EntityId, RecordId, TenantId};
 pub struct DekId(pub [u8; 16]);
 
 impl DekId {
-    fn random() -> Self {
-        let mut id = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut id);
-        Self(id)
+    fn random(random: &Random) -> Self {
+        Self(random.bytes())
     }
     /// Hex form, as used in AADs.
     pub fn hex(&self) -> String {
@@ -44,14 +46,17 @@ pub enum OpenError {
     Tampered,
 }
 
+/// Why sealing failed (AES-GCM refuses inputs over 64 GiB, far above the body limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("record encryption failed")]
+pub struct SealError;
+
 impl DataKey {
-    /// A fresh key from the OS CSPRNG.
-    pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
+    /// A fresh key (and generation id) from `random`.
+    pub fn generate(random: &Random) -> Self {
         Self {
-            id: DekId::random(),
-            bytes,
+            id: DekId::random(random),
+            bytes: random.bytes(),
         }
     }
 
@@ -72,19 +77,17 @@ impl DataKey {
     }
 
     /// Encrypt with AES-256-GCM, a fresh random 96-bit nonce and `aad`.
-    pub fn seal(&self, plaintext: &Plaintext, aad: &[u8]) -> Sealed {
+    pub fn seal(&self, random: &Random, plaintext: &Plaintext, aad: &[u8]) -> Result<Sealed, SealError> {
         let cipher = Aes256Gcm::new((&self.bytes).into());
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        // AES-GCM encryption only fails for inputs over 64 GiB, far above the body limit.
+        let nonce: [u8; 12] = random.bytes();
         let ciphertext = cipher
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plaintext.0, aad })
-            .unwrap_or_default();
-        Sealed {
+            .map_err(|_| SealError)?;
+        Ok(Sealed {
             dek_id: self.id,
             nonce,
             ciphertext,
-        }
+        })
     }
 
     /// Decrypt and authenticate.
@@ -225,9 +228,11 @@ mod tests {
     #[test]
     fn a_record_moved_to_another_id_or_key_fails_to_open() {
         let (t, e, r) = ids();
-        let key = DataKey::generate();
+        let key = DataKey::generate(&Random::os());
         let aad = record_aad(&t, &e, &r, 7, key.id());
-        let sealed = key.seal(&Plaintext::new(b"secret".to_vec()), &aad);
+        let sealed = key
+            .seal(&Random::os(), &Plaintext::new(b"secret".to_vec()), &aad)
+            .unwrap();
         let roundtrip = Sealed::from_bytes(&sealed.to_bytes()).unwrap();
         assert_eq!(key.open(&roundtrip, &aad).unwrap().as_bytes(), b"secret");
 
@@ -241,7 +246,7 @@ mod tests {
             "moved in time"
         );
         assert!(matches!(
-            DataKey::generate().open(&sealed, &aad),
+            DataKey::generate(&Random::os()).open(&sealed, &aad),
             Err(OpenError::WrongKey)
         ));
 
@@ -256,8 +261,11 @@ mod tests {
 
     #[test]
     fn nonces_are_fresh() {
-        let key = DataKey::generate();
+        let key = DataKey::generate(&Random::os());
         let p = Plaintext::new(b"same".to_vec());
-        assert_ne!(key.seal(&p, b"a").to_bytes(), key.seal(&p, b"a").to_bytes());
+        assert_ne!(
+            key.seal(&Random::os(), &p, b"a").unwrap().to_bytes(),
+            key.seal(&Random::os(), &p, b"a").unwrap().to_bytes()
+        );
     }
 }

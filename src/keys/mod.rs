@@ -12,5 +12,5 @@ pub mod rotation;
 mod service;
 
 pub use cache::DekCache;
-pub use data_key::{dek_aad, record_aad, DataKey, DekId, OpenError, Plaintext, Sealed, WrappedDek};
+pub use data_key::{dek_aad, record_aad, DataKey, DekId, OpenError, Plaintext, SealError, Sealed, WrappedDek};
 pub use service::{KeyError, KeyService};

@@ -9,6 +9,7 @@ use super::cache::DekCache;
 use super::data_key::{dek_aad, DataKey, DekId, WrappedDek};
 use crate::auth::{OperatorScope, TenantScope};
 use crate::domain::{EntityId, TenantId};
+use crate::random::Random;
 use crate::telemetry::Metrics;
 
 /// Key-service failures.
@@ -28,15 +29,23 @@ pub struct KeyService {
     hsm: HsmWorker<dyn KeyBackend>,
     cache: Arc<DekCache>,
     metrics: Arc<Metrics>,
+    random: Random,
 }
 
 impl KeyService {
-    /// A service over an HSM worker.
-    pub fn new(hsm: HsmWorker<dyn KeyBackend>, capacity: usize, ttl: Duration, metrics: Arc<Metrics>) -> Self {
+    /// A service over an HSM worker; data keys are drawn from `random`.
+    pub fn new(
+        hsm: HsmWorker<dyn KeyBackend>,
+        capacity: usize,
+        ttl: Duration,
+        metrics: Arc<Metrics>,
+        random: Random,
+    ) -> Self {
         Self {
             hsm,
             cache: Arc::new(DekCache::new(capacity, ttl)),
             metrics,
+            random,
         }
     }
 
@@ -99,7 +108,7 @@ impl KeyService {
         entity: &EntityId,
         kek_version: u32,
     ) -> Result<(Arc<DataKey>, WrappedDek), KeyError> {
-        let key = Arc::new(DataKey::generate());
+        let key = Arc::new(DataKey::generate(&self.random));
         let aad = dek_aad(scope.tenant(), entity, kek_version);
         let t = scope.tenant().as_str().to_owned();
         let k = key.clone();

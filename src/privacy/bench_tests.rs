@@ -56,7 +56,12 @@ fn time(runs: usize, mut f: impl FnMut()) -> Duration {
 #[ignore]
 fn query_latency_over_100k_records() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Arc::new(Metrics::new().unwrap())).unwrap();
+    let store = Store::open(
+        dir.path(),
+        Arc::new(Metrics::new().unwrap()),
+        crate::clock::Clock::system(),
+    )
+    .unwrap();
     let tenant = TenantId::parse("bench").unwrap();
     let scope = crate::auth::system_tenant_scope(&tenant);
     let record = crate::store::TenantRecord {
@@ -79,7 +84,7 @@ fn query_latency_over_100k_records() {
         let mut batch = Vec::new();
         for e in chunk * 100..(chunk + 1) * 100 {
             let entity = EntityId::parse(format!("entity-{e:04}")).unwrap();
-            let key = Arc::new(DataKey::generate());
+            let key = Arc::new(DataKey::generate(&crate::random::Random::os()));
             let wrapped = WrappedDek {
                 dek_id: key.id(),
                 kek_version: 1,
@@ -92,7 +97,13 @@ fn query_latency_over_100k_records() {
                     let plain = Plaintext::new(serde_json::to_vec(&data).unwrap());
                     let ts_nanos = 1_700_000_000_000_000_000 + i as u64;
                     NewRecord {
-                        sealed: key.seal(&plain, &record_aad(&tenant, &entity, &id, ts_nanos, key.id())),
+                        sealed: key
+                            .seal(
+                                &crate::random::Random::os(),
+                                &plain,
+                                &record_aad(&tenant, &entity, &id, ts_nanos, key.id()),
+                            )
+                            .unwrap(),
                         id,
                         ts_nanos,
                     }

@@ -147,7 +147,12 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), Arc::new(Metrics::new().unwrap())).unwrap();
+        let store = Store::open(
+            dir.path(),
+            Arc::new(Metrics::new().unwrap()),
+            crate::clock::Clock::system(),
+        )
+        .unwrap();
         (dir, store)
     }
 

@@ -3,11 +3,12 @@
 //! answering.
 //!
 //! Invariant: every function takes `Authorized<TenantScope>`, so it acts on the token's
-//! own tenant only; plaintext exists only between `seal`/`open` and the JSON layer.
+//! own tenant only; plaintext exists only between `seal`/`open` and the JSON layer;
+//! record ids and nonces come from the injected [`Random`]; bad timestamps are a typed
+//! [`TimestampError`].
 
 use std::sync::Arc;
 
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -15,7 +16,8 @@ use crate::audit::PendingEvent;
 use crate::auth::{Authorized, TenantScope};
 use crate::clock::{from_unix_nanos, rfc3339, unix_nanos, Clock};
 use crate::domain::{EntityId, RecordId};
-use crate::keys::{record_aad, DataKey, KeyError, KeyService, Plaintext, WrappedDek};
+use crate::keys::{record_aad, DataKey, KeyError, KeyService, Plaintext, SealError, WrappedDek};
+use crate::random::Random;
 use crate::store::{ChangeError, CommitError, Committed, KeyOrigin, NewRecord, Store, StoreError, StoredRecord};
 
 /// Most records in one write batch.
@@ -51,6 +53,9 @@ pub enum RecordsError {
     /// Commit.
     #[error(transparent)]
     Commit(CommitError),
+    /// Encryption failed (nothing was written).
+    #[error(transparent)]
+    Seal(#[from] SealError),
 }
 
 /// One record of a write batch, as the client sends it.
@@ -113,20 +118,37 @@ pub struct RecordService {
     store: Store,
     keys: KeyService,
     clock: Clock,
+    random: Random,
     /// Records decrypted since start (lets tests prove a path read no data).
     pub decrypted: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Parse an RFC 3339 timestamp into Unix nanos (≥ 1970).
-pub fn parse_timestamp(s: &str) -> Result<u64, String> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| format!("invalid timestamp {s:?}: expected RFC 3339, e.g. 2026-03-08T14:22:01Z"))?;
-    u64::try_from(t.unix_timestamp_nanos()).map_err(|_| format!("timestamp {s:?} is before 1970"))
+/// Why a timestamp parameter was refused (the message is the client-facing text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimestampError {
+    /// Not RFC 3339.
+    #[error("invalid timestamp {0:?}: expected RFC 3339, e.g. 2026-03-08T14:22:01Z")]
+    Malformed(String),
+    /// Before the Unix epoch.
+    #[error("timestamp {0:?} is before 1970")]
+    BeforeEpoch(String),
 }
 
-fn new_record_id() -> RecordId {
-    let mut b = [0u8; 12];
-    rand::rngs::OsRng.fill_bytes(&mut b);
+impl From<TimestampError> for String {
+    fn from(e: TimestampError) -> Self {
+        e.to_string()
+    }
+}
+
+/// Parse an RFC 3339 timestamp into Unix nanos (≥ 1970).
+pub fn parse_timestamp(s: &str) -> Result<u64, TimestampError> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| TimestampError::Malformed(s.to_owned()))?;
+    u64::try_from(t.unix_timestamp_nanos()).map_err(|_| TimestampError::BeforeEpoch(s.to_owned()))
+}
+
+fn new_record_id(random: &Random) -> RecordId {
+    let b: [u8; 12] = random.bytes();
     // Hex of random bytes always matches the id charset.
     RecordId::parse(format!("rec-{}", hex::encode(b))).unwrap_or_else(|_| unreachable_id())
 }
@@ -137,12 +159,13 @@ fn unreachable_id() -> RecordId {
 }
 
 impl RecordService {
-    /// A service over the store and key service.
-    pub fn new(store: Store, keys: KeyService, clock: Clock) -> Self {
+    /// A service over the store and key service; ids and nonces come from `random`.
+    pub fn new(store: Store, keys: KeyService, clock: Clock, random: Random) -> Self {
         Self {
             store,
             keys,
             clock,
+            random,
             decrypted: Arc::default(),
         }
     }
@@ -169,10 +192,10 @@ impl RecordService {
                 return Err(RecordsError::Invalid("data must be a JSON object".into()));
             }
             let ts = match &r.timestamp {
-                Some(s) => parse_timestamp(s).map_err(RecordsError::Invalid)?,
+                Some(s) => parse_timestamp(s).map_err(|e| RecordsError::Invalid(e.into()))?,
                 None => now,
             };
-            let id = r.id.unwrap_or_else(new_record_id);
+            let id = r.id.unwrap_or_else(|| new_record_id(&self.random));
             if !seen.insert(id.clone()) {
                 return Err(RecordsError::Invalid(format!(
                     "record id {id} appears twice in the batch"
@@ -187,14 +210,20 @@ impl RecordService {
         for _attempt in 0..3 {
             let (key, wrapped, fresh) = self.key_for_write(scope, entity).await?;
             let origin = if fresh { KeyOrigin::Fresh } else { KeyOrigin::Stored };
-            let records: Vec<NewRecord> = prepared
+            let records = prepared
                 .iter()
-                .map(|(id, ts, plain)| NewRecord {
-                    id: id.clone(),
-                    ts_nanos: *ts,
-                    sealed: key.seal(plain, &record_aad(scope.tenant(), entity, id, *ts, key.id())),
+                .map(|(id, ts, plain)| {
+                    Ok(NewRecord {
+                        id: id.clone(),
+                        ts_nanos: *ts,
+                        sealed: key.seal(
+                            &self.random,
+                            plain,
+                            &record_aad(scope.tenant(), entity, id, *ts, key.id()),
+                        )?,
+                    })
                 })
-                .collect();
+                .collect::<Result<Vec<NewRecord>, SealError>>()?;
             let ids: Vec<RecordId> = prepared.iter().map(|(id, _, _)| id.clone()).collect();
             let (scope2, entity2) = (scope.clone(), entity.clone());
             let result = self

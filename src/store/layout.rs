@@ -2,6 +2,15 @@
 //! `len(tenant) ‖ tenant ‖ len(entity) ‖ entity` (ids are ≤ 128 bytes of a fixed
 //! charset, so one length byte is unambiguous), which keeps one entity's data in one
 //! contiguous range of each database and makes a range bound to one tenant.
+//!
+//! Invariant: the `len(id) ‖ id` segment is built in one place ([`push_id`]); the tenant
+//! prefix, the entity prefix and the audit-by-tenant prefix are all made from it.
+
+/// Append the `len(id) ‖ id` segment (ids are ≤ 128 bytes, so one length byte).
+fn push_id(k: &mut Vec<u8>, id: &[u8]) {
+    k.push(id.len() as u8);
+    k.extend_from_slice(id);
+}
 
 use crate::domain::{EntityId, RecordId, TenantId};
 
@@ -9,10 +18,8 @@ use crate::domain::{EntityId, RecordId, TenantId};
 pub fn entity_prefix(tenant: &TenantId, entity: &EntityId) -> Vec<u8> {
     let (t, e) = (tenant.as_str().as_bytes(), entity.as_str().as_bytes());
     let mut k = Vec::with_capacity(2 + t.len() + e.len() + 8 + 128);
-    k.push(t.len() as u8);
-    k.extend_from_slice(t);
-    k.push(e.len() as u8);
-    k.extend_from_slice(e);
+    push_id(&mut k, t);
+    push_id(&mut k, e);
     k
 }
 
@@ -65,11 +72,7 @@ pub fn destroyed_tenant_key(tenant: &TenantId) -> Vec<u8> {
 /// `len(tenant) tenant`: the prefix of every key of one tenant's data (records, index,
 /// DEKs, tombstones, privacy ledger) and the key of its per-tenant values.
 pub fn tenant_prefix(tenant: &TenantId) -> Vec<u8> {
-    let t = tenant.as_str().as_bytes();
-    let mut k = Vec::with_capacity(1 + t.len());
-    k.push(t.len() as u8);
-    k.extend_from_slice(t);
-    k
+    audit_tenant_prefix(tenant.as_str())
 }
 
 /// Key in `audit_by_time`.
@@ -88,10 +91,10 @@ pub fn audit_action_prefix(action: &str) -> Vec<u8> {
 }
 
 /// Prefix of `audit_by_tenant` keys of one tenant.
+/// (the same `len(tenant) tenant` as [`tenant_prefix`]; audit events hold the id as text).
 pub fn audit_tenant_prefix(tenant: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + tenant.len());
-    k.push(tenant.len() as u8);
-    k.extend_from_slice(tenant.as_bytes());
+    let mut k = Vec::with_capacity(1 + tenant.len() + 8);
+    push_id(&mut k, tenant.as_bytes());
     k
 }
 

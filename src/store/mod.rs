@@ -8,6 +8,7 @@
 //! - an entity's records, index entries and wrapped DEK share one key prefix
 //!   (`len(tenant) tenant len(entity) entity`), so its data is contiguous ranges.
 
+mod backend;
 pub mod layout;
 mod read;
 mod write;
@@ -23,6 +24,7 @@ pub use write::{ChangeError, DestroyCounts, EraseCounts, KeyOrigin, NewRecord, W
 pub use writer::{CommitError, Committed, EventReceipt};
 
 use crate::audit::{ChainHash, PendingEvent};
+use crate::clock::Clock;
 use crate::telemetry::Metrics;
 
 /// Storage-level failure (LMDB or corrupt bytes).
@@ -37,16 +39,50 @@ pub enum StoreError {
     /// Filesystem error.
     #[error("data directory: {0}")]
     Io(#[from] std::io::Error),
-    /// The batch's transaction failed to commit (the LMDB error; `Copy`, so every job of
-    /// the batch gets it).
-    #[error("write transaction failed: LMDB: {0}")]
-    Commit(lmdb::Error),
+    /// The batch's transaction failed to begin or commit; every job of the batch gets
+    /// this (cloneable) reason.
+    #[error("write transaction failed: {0}")]
+    Commit(BatchFailure),
     /// Another process holds the data directory.
     #[error("the data directory is in use by another strongroom process")]
     InUse,
     /// The writer thread has stopped.
     #[error("the store writer has stopped")]
     WriterGone,
+}
+
+/// Why a whole batch was not committed: a copy of the [`StoreError`] that stopped it,
+/// small and `Copy` so every job of the batch can be answered with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BatchFailure {
+    /// LMDB returned an error.
+    #[error("LMDB: {0}")]
+    Lmdb(lmdb::Error),
+    /// Bytes in the store do not parse.
+    #[error("corrupt stored value in {0}")]
+    Corrupt(&'static str),
+    /// Filesystem error (its kind).
+    #[error("data directory: {0}")]
+    Io(std::io::ErrorKind),
+    /// Another process holds the data directory.
+    #[error("the data directory is in use by another strongroom process")]
+    InUse,
+    /// The writer thread has stopped.
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+impl From<&StoreError> for BatchFailure {
+    fn from(e: &StoreError) -> Self {
+        match e {
+            StoreError::Lmdb(e) => Self::Lmdb(*e),
+            StoreError::Corrupt(what) => Self::Corrupt(what),
+            StoreError::Io(e) => Self::Io(e.kind()),
+            StoreError::Commit(f) => *f,
+            StoreError::InUse => Self::InUse,
+            StoreError::WriterGone => Self::WriterGone,
+        }
+    }
 }
 
 /// The named databases.
@@ -105,8 +141,9 @@ pub struct Store {
 const MAP_SIZE: usize = 64 << 30;
 
 impl Store {
-    /// Open (creating if needed) the LMDB environment under `dir` and start the writer.
-    pub fn open(dir: &Path, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+    /// Open (creating if needed) the LMDB environment under `dir` and start the writer,
+    /// which stamps events with `clock`.
+    pub fn open(dir: &Path, metrics: Arc<Metrics>, clock: Clock) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -143,7 +180,7 @@ impl Store {
         };
         let env = Arc::new(env);
         let head = read::audit_head(&env.begin_ro_txn()?, dbs.meta)?;
-        let writer = writer::WriterHandle::start(env.clone(), dbs, head, metrics)?;
+        let writer = writer::WriterHandle::start(env.clone(), dbs, head, metrics, clock)?;
         Ok(Self {
             _lock: Arc::new(lock),
             env,

@@ -4,6 +4,7 @@
 use lmdb::{Cursor, Database, RoTransaction, Transaction};
 use serde::{Deserialize, Serialize};
 
+use super::backend;
 use super::layout::{self, META_AUDIT_HEAD};
 use super::{Dbs, StoreError};
 use crate::audit::ChainHash;
@@ -98,9 +99,6 @@ pub struct AuditPage {
     pub has_more: bool,
 }
 
-/// LMDB's `MDB_LAST` cursor operation (lmdb-rkv does not re-export the constant).
-const MDB_LAST: u32 = 6;
-
 /// A read snapshot.
 pub struct ReadTxn<'env> {
     txn: RoTransaction<'env>,
@@ -108,23 +106,18 @@ pub struct ReadTxn<'env> {
 }
 
 fn get<'t>(txn: &'t RoTransaction<'_>, db: Database, key: &[u8]) -> Result<Option<&'t [u8]>, StoreError> {
-    match txn.get(db, &key) {
-        Ok(v) => Ok(Some(v)),
-        Err(lmdb::Error::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(backend::lmdb::get(txn, db, key)?)
 }
 
 pub(super) fn audit_head(txn: &impl Transaction, meta: Database) -> Result<(u64, ChainHash), StoreError> {
-    match txn.get(meta, &META_AUDIT_HEAD) {
-        Ok(v) if v.len() == 40 => {
+    match backend::lmdb::get(txn, meta, META_AUDIT_HEAD)? {
+        Some(v) if v.len() == 40 => {
             let seq = u64::from_be_bytes(v[..8].try_into().map_err(|_| StoreError::Corrupt("audit head"))?);
             let hash: ChainHash = v[8..].try_into().map_err(|_| StoreError::Corrupt("audit head"))?;
             Ok((seq, hash))
         }
-        Ok(_) => Err(StoreError::Corrupt("audit head")),
-        Err(lmdb::Error::NotFound) => Ok((0, [0u8; 32])),
-        Err(e) => Err(e.into()),
+        Some(_) => Err(StoreError::Corrupt("audit head")),
+        None => Ok((0, [0u8; 32])),
     }
 }
 
@@ -276,10 +269,9 @@ impl<'env> ReadTxn<'env> {
     /// The newest stored checkpoint: (counter, note).
     pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
         let cursor = self.txn.open_ro_cursor(self.dbs.checkpoints)?;
-        let found = match cursor.get(None, None, MDB_LAST) {
-            Ok((Some(k), v)) => Some(Self::checkpoint_entry(k, v)?),
-            Ok((None, _)) | Err(lmdb::Error::NotFound) => None,
-            Err(e) => return Err(e.into()),
+        let found = match backend::lmdb::last(&cursor)? {
+            Some((k, v)) => Some(Self::checkpoint_entry(k, v)?),
+            None => None,
         };
         drop(cursor);
         Ok(found)
@@ -447,9 +439,7 @@ impl ReadTxn<'_> {
 
     /// Every wrapped DEK of the caller's tenant, with its entity (for rotation).
     pub fn tenant_deks(&self, scope: &TenantScope) -> Result<Vec<(EntityId, WrappedDek)>, StoreError> {
-        let t = scope.tenant().as_str().as_bytes();
-        let mut prefix = vec![t.len() as u8];
-        prefix.extend_from_slice(t);
+        let prefix = layout::tenant_prefix(scope.tenant());
         let mut cursor = self.txn.open_ro_cursor(self.dbs.deks)?;
         let mut out = Vec::new();
         for item in cursor.iter_from(&prefix) {
@@ -503,9 +493,7 @@ impl ReadTxn<'_> {
         scope: &TenantScope,
         mut visit: impl FnMut(TenantRecordRef<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let t = scope.tenant().as_str().as_bytes();
-        let mut prefix = vec![t.len() as u8];
-        prefix.extend_from_slice(t);
+        let prefix = layout::tenant_prefix(scope.tenant());
         let mut cursor = self.txn.open_ro_cursor(self.dbs.records).map_err(StoreError::from)?;
         let mut current: Option<(Vec<u8>, EntityId)> = None;
         for item in cursor.iter_from(&prefix) {

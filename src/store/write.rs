@@ -3,8 +3,8 @@
 
 use lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
 
-use super::layout;
 use super::read::TenantRecord;
+use super::{backend, layout};
 use super::{Dbs, StoreError};
 use crate::auth::tokens::TokenHash;
 use crate::auth::{OperatorScope, TenantScope, TokenRecord};
@@ -84,11 +84,7 @@ pub struct WriteTxn<'t, 'env> {
 }
 
 fn exists(txn: &RwTransaction<'_>, db: Database, key: &[u8]) -> Result<bool, ChangeError> {
-    match txn.get(db, &key) {
-        Ok(_) => Ok(true),
-        Err(lmdb::Error::NotFound) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    Ok(backend::lmdb::get(txn, db, key)?.is_some())
 }
 
 impl<'t, 'env> WriteTxn<'t, 'env> {
@@ -176,10 +172,9 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
 
     /// Mark a token revoked (idempotent: a second revoke keeps the first time).
     pub fn revoke_token(&mut self, token_id: &str, at: i64) -> Result<TokenRecord, ChangeError> {
-        let hash: TokenHash = match self.txn.get(self.dbs.token_ids, &token_id) {
-            Ok(h) => h.try_into().map_err(|_| ChangeError::Corrupt("token_ids"))?,
-            Err(lmdb::Error::NotFound) => return Err(ChangeError::NotFound(format!("token {token_id} not found"))),
-            Err(e) => return Err(e.into()),
+        let hash: TokenHash = match backend::lmdb::get(&*self.txn, self.dbs.token_ids, token_id.as_bytes())? {
+            Some(h) => h.try_into().map_err(|_| ChangeError::Corrupt("token_ids"))?,
+            None => return Err(ChangeError::NotFound(format!("token {token_id} not found"))),
         };
         let mut record: TokenRecord = serde_json::from_slice(self.txn.get(self.dbs.tokens, &hash)?)
             .map_err(|_| ChangeError::Corrupt("tokens"))?;
@@ -207,26 +202,25 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
     ) -> Result<usize, ChangeError> {
         let tenant = scope.tenant();
         let prefix = layout::entity_prefix(tenant, entity);
-        match self.txn.get(self.dbs.deks, &prefix) {
-            Ok(stored) => {
+        match backend::lmdb::get(&*self.txn, self.dbs.deks, &prefix)? {
+            Some(stored) => {
                 let stored = WrappedDek::from_bytes(stored).ok_or(ChangeError::Corrupt("deks"))?;
                 if stored.dek_id != dek.dek_id {
                     return Err(ChangeError::StaleKey);
                 }
             }
-            Err(lmdb::Error::NotFound) if origin == KeyOrigin::Stored => return Err(ChangeError::StaleKey),
-            Err(lmdb::Error::NotFound) => {
+            None if origin == KeyOrigin::Stored => return Err(ChangeError::StaleKey),
+            None => {
                 // A new DEK must be wrapped under the tenant's current KEK: one wrapped
                 // under the version a rotation just replaced would be missed by its
                 // rewrap pass (which lists the DEKs after recording the new version).
-                let current = match self.txn.get(self.dbs.tenants, &tenant.as_str()) {
-                    Ok(v) => Some(
+                let current = match backend::lmdb::get(&*self.txn, self.dbs.tenants, tenant.as_str().as_bytes())? {
+                    Some(v) => Some(
                         serde_json::from_slice::<TenantRecord>(v)
                             .map_err(|_| ChangeError::Corrupt("tenants"))?
                             .key_version,
                     ),
-                    Err(lmdb::Error::NotFound) => None,
-                    Err(e) => return Err(e.into()),
+                    None => None,
                 };
                 // No tenant (destroyed by governance since the caller looked): no new
                 // key, so nothing can be written under a destroyed tenant's prefix; the
@@ -237,7 +231,6 @@ impl<'t, 'env> WriteTxn<'t, 'env> {
                 self.txn
                     .put(self.dbs.deks, &prefix, &dek.to_bytes(), WriteFlags::NO_OVERWRITE)?;
             }
-            Err(e) => return Err(e.into()),
         }
         for r in records {
             if r.sealed.dek_id() != dek.dek_id {
@@ -296,11 +289,7 @@ impl WriteTxn<'_, '_> {
         let prefix = layout::entity_prefix(scope.tenant(), entity);
         let records = self.delete_prefix(self.dbs.records, &prefix)?;
         let index_entries = self.delete_prefix(self.dbs.record_index, &prefix)?;
-        let key_deleted = match self.txn.del(self.dbs.deks, &prefix, None) {
-            Ok(()) => true,
-            Err(lmdb::Error::NotFound) => false,
-            Err(e) => return Err(e.into()),
-        };
+        let key_deleted = backend::lmdb::delete(self.txn, self.dbs.deks, &prefix)?;
         self.txn
             .put(self.dbs.erased, &prefix, &tombstone, WriteFlags::empty())?;
         // The erased DEK's old wrapped copies (free pages, backups) die with the KEK
@@ -346,10 +335,9 @@ impl WriteTxn<'_, '_> {
         new: &WrappedDek,
     ) -> Result<bool, ChangeError> {
         let prefix = layout::entity_prefix(scope.tenant(), entity);
-        let current = match self.txn.get(self.dbs.deks, &prefix) {
-            Ok(v) => WrappedDek::from_bytes(v).ok_or(ChangeError::Corrupt("deks"))?,
-            Err(lmdb::Error::NotFound) => return Ok(false),
-            Err(e) => return Err(e.into()),
+        let current = match backend::lmdb::get(&*self.txn, self.dbs.deks, &prefix)? {
+            Some(v) => WrappedDek::from_bytes(v).ok_or(ChangeError::Corrupt("deks"))?,
+            None => return Ok(false),
         };
         if current != *old || new.dek_id != old.dek_id {
             return Ok(false);
@@ -363,23 +351,18 @@ impl WriteTxn<'_, '_> {
 /// `len(tenant) tenant`: the key of a tenant's privacy budget, and the prefix of its
 /// idempotency-ledger keys.
 fn dp_tenant_key(scope: &TenantScope) -> Vec<u8> {
-    let t = scope.tenant().as_str().as_bytes();
-    let mut k = Vec::with_capacity(1 + t.len());
-    k.push(t.len() as u8);
-    k.extend_from_slice(t);
-    k
+    layout::tenant_prefix(scope.tenant())
 }
 
 /// Differential-privacy budget and idempotency ledger (see `crate::privacy::budget`).
 impl WriteTxn<'_, '_> {
     /// ε spent by the caller's tenant, in micro-ε (0 if it never queried).
     pub fn dp_spent(&self, scope: &TenantScope) -> Result<u64, ChangeError> {
-        match self.txn.get(self.dbs.dp_budget, &dp_tenant_key(scope)) {
-            Ok(v) => Ok(u64::from_be_bytes(
+        match backend::lmdb::get(&*self.txn, self.dbs.dp_budget, &dp_tenant_key(scope))? {
+            Some(v) => Ok(u64::from_be_bytes(
                 v.try_into().map_err(|_| ChangeError::Corrupt("dp_budget"))?,
             )),
-            Err(lmdb::Error::NotFound) => Ok(0),
-            Err(e) => Err(e.into()),
+            None => Ok(0),
         }
     }
 
@@ -398,11 +381,7 @@ impl WriteTxn<'_, '_> {
     pub fn dp_idempotency(&self, scope: &TenantScope, key: &str) -> Result<Option<Vec<u8>>, ChangeError> {
         let mut k = dp_tenant_key(scope);
         k.extend_from_slice(key.as_bytes());
-        match self.txn.get(self.dbs.dp_idempotency, &k) {
-            Ok(v) => Ok(Some(v.to_vec())),
-            Err(lmdb::Error::NotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(backend::lmdb::get(&*self.txn, self.dbs.dp_idempotency, &k)?.map(<[u8]>::to_vec))
     }
 
     /// Write the idempotency-ledger entry of one of the caller's keys.
@@ -439,11 +418,7 @@ pub struct DestroyCounts {
 impl WriteTxn<'_, '_> {
     /// A proposal's stored bytes.
     pub fn proposal(&self, id: &str) -> Result<Option<Vec<u8>>, ChangeError> {
-        match self.txn.get(self.dbs.proposals, &id.as_bytes()) {
-            Ok(v) => Ok(Some(v.to_vec())),
-            Err(lmdb::Error::NotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(backend::lmdb::get(&*self.txn, self.dbs.proposals, id.as_bytes())?.map(<[u8]>::to_vec))
     }
 
     /// Store a proposal (created or updated).
@@ -455,11 +430,7 @@ impl WriteTxn<'_, '_> {
 
     /// The quorum stored by a `set_quorum` proposal, if any.
     pub fn governance_quorum(&self) -> Result<Option<Vec<u8>>, ChangeError> {
-        match self.txn.get(self.dbs.meta, &layout::META_GOVERNANCE_QUORUM) {
-            Ok(v) => Ok(Some(v.to_vec())),
-            Err(lmdb::Error::NotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(backend::lmdb::get(&*self.txn, self.dbs.meta, layout::META_GOVERNANCE_QUORUM)?.map(<[u8]>::to_vec))
     }
 
     /// Replace the stored quorum.
@@ -475,12 +446,11 @@ impl WriteTxn<'_, '_> {
 
     /// ε added to the tenant's configured budget by governance, in micro-ε.
     pub fn dp_extra(&self, scope: &TenantScope) -> Result<u64, ChangeError> {
-        match self.txn.get(self.dbs.dp_budget_extra, &dp_tenant_key(scope)) {
-            Ok(v) => Ok(u64::from_be_bytes(
+        match backend::lmdb::get(&*self.txn, self.dbs.dp_budget_extra, &dp_tenant_key(scope))? {
+            Some(v) => Ok(u64::from_be_bytes(
                 v.try_into().map_err(|_| ChangeError::Corrupt("dp_budget_extra"))?,
             )),
-            Err(lmdb::Error::NotFound) => Ok(0),
-            Err(e) => Err(e.into()),
+            None => Ok(0),
         }
     }
 
@@ -497,12 +467,11 @@ impl WriteTxn<'_, '_> {
 
     /// A tenant's record, if it exists.
     pub fn tenant_record(&self, tenant: &crate::domain::TenantId) -> Result<Option<TenantRecord>, ChangeError> {
-        match self.txn.get(self.dbs.tenants, &tenant.as_str()) {
-            Ok(v) => Ok(Some(
+        match backend::lmdb::get(&*self.txn, self.dbs.tenants, tenant.as_str().as_bytes())? {
+            Some(v) => Ok(Some(
                 serde_json::from_slice(v).map_err(|_| ChangeError::Corrupt("tenants"))?,
             )),
-            Err(lmdb::Error::NotFound) => Ok(None),
-            Err(e) => Err(e.into()),
+            None => Ok(None),
         }
     }
 
@@ -517,10 +486,9 @@ impl WriteTxn<'_, '_> {
         tenant: &crate::domain::TenantId,
         at: i64,
     ) -> Result<DestroyCounts, ChangeError> {
-        let record: TenantRecord = match self.txn.get(self.dbs.tenants, &tenant.as_str()) {
-            Ok(v) => serde_json::from_slice(v).map_err(|_| ChangeError::Corrupt("tenants"))?,
-            Err(lmdb::Error::NotFound) => return Err(ChangeError::NotFound(format!("tenant {tenant} not found"))),
-            Err(e) => return Err(e.into()),
+        let record: TenantRecord = match backend::lmdb::get(&*self.txn, self.dbs.tenants, tenant.as_str().as_bytes())? {
+            Some(v) => serde_json::from_slice(v).map_err(|_| ChangeError::Corrupt("tenants"))?,
+            None => return Err(ChangeError::NotFound(format!("tenant {tenant} not found"))),
         };
         let mut revoke = Vec::new();
         {
@@ -546,10 +514,7 @@ impl WriteTxn<'_, '_> {
         let tombstones = self.delete_prefix(self.dbs.erased, &prefix)?;
         let ledger_entries = self.delete_prefix(self.dbs.dp_idempotency, &prefix)?;
         for db in [self.dbs.dp_budget, self.dbs.dp_budget_extra] {
-            match self.txn.del(db, &prefix, None) {
-                Ok(()) | Err(lmdb::Error::NotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
+            backend::lmdb::delete(self.txn, db, &prefix)?;
         }
         self.txn.del(self.dbs.tenants, &tenant.as_str(), None)?;
         self.txn.put(

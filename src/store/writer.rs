@@ -5,7 +5,10 @@
 //!   a refused change is rolled back (nested transaction) but its event is still written;
 //! - a request is answered only after the transaction holding its event is durable
 //!   (LMDB commit = fsync);
-//! - the chain head in memory advances only after a successful commit.
+//! - the chain head in memory advances only after a successful commit;
+//! - every job is answered: if the batch's transaction cannot begin or commit, each job
+//!   gets `Failed` with the same typed reason ([`BatchFailure`]);
+//! - event timestamps come from the injected [`Clock`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::layout;
 use super::write::{ChangeError, WriteTxn};
-use super::{Dbs, StoreError};
+use super::{BatchFailure, Dbs, StoreError};
 use crate::audit::{action_name, chain_hash, hash_hex, AuditEvent, ChainHash, Outcome, PendingEvent, GENESIS_PREV};
 use crate::clock::{rfc3339, Clock};
 use crate::telemetry::Metrics;
@@ -133,6 +136,7 @@ impl WriterHandle {
         dbs: Dbs,
         head: (u64, ChainHash),
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> Result<Self, StoreError> {
         let (jobs, inbox) = mpsc::unbounded_channel();
         let mut writer = Writer {
@@ -141,7 +145,7 @@ impl WriterHandle {
             next_seq: head.0,
             last_hash: head.1,
             metrics,
-            clock: Clock::system(),
+            clock,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -198,12 +202,11 @@ impl Writer {
         let mut txn = match self.env.begin_rw_txn() {
             Ok(t) => t,
             Err(e) => {
-                // Nothing was written: answer every job `Failed` with the error (not
-                // "writer has stopped").
-                tracing::error!(error = %e, "cannot begin write transaction");
+                tracing::error!(error = %e, "cannot begin write transaction; batch not committed");
+                let reason = BatchFailure::Lmdb(e);
                 for job in batch {
                     let (_, finish) = (job.change)(None);
-                    finish(Delivery::Failed(StoreError::Lmdb(e)));
+                    finish(Delivery::Failed(StoreError::Commit(reason)));
                 }
                 return;
             }
@@ -249,14 +252,15 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "write transaction failed; batch not committed");
+                let reason = BatchFailure::from(&e);
                 for (finish, _) in finished {
-                    finish(Delivery::Failed(StoreError::Commit(e)));
+                    finish(Delivery::Failed(StoreError::Commit(reason)));
                 }
             }
         }
     }
 
-    fn finish_txn(&self, mut txn: RwTransaction<'_>, seq: u64, prev: ChainHash) -> Result<(), lmdb::Error> {
+    fn finish_txn(&self, mut txn: RwTransaction<'_>, seq: u64, prev: ChainHash) -> Result<(), StoreError> {
         let mut head = Vec::with_capacity(40);
         head.extend_from_slice(&seq.to_be_bytes());
         head.extend_from_slice(&prev);
@@ -274,7 +278,7 @@ impl Writer {
         e: &AuditEvent,
         unix_secs: i64,
         bytes: &[u8],
-    ) -> Result<(), lmdb::Error> {
+    ) -> Result<(), StoreError> {
         let none: &[u8] = &[];
         txn.put(self.dbs.audit, &layout::audit_key(e.seq), &bytes, WriteFlags::APPEND)?;
         let secs = u64::try_from(unix_secs).unwrap_or(0);
@@ -304,17 +308,17 @@ impl Writer {
         job: Job,
         seq: u64,
         prev: ChainHash,
-    ) -> Result<(Finisher, Option<EventReceipt>), (Finisher, lmdb::Error)> {
+    ) -> Result<(Finisher, Option<EventReceipt>), (Finisher, StoreError)> {
         let Job { mut event, change } = job;
         let mut nested = match txn.begin_nested_txn() {
             Ok(n) => n,
-            Err(e) => return Err(((change)(None).1, e)),
+            Err(e) => return Err(((change)(None).1, e.into())),
         };
         let (applied, finish) = change(Some((&mut WriteTxn::new(&mut nested, &self.dbs), &mut event)));
         match applied {
             Applied::Kept => {
                 if let Err(e) = nested.commit() {
-                    return Err((finish, e));
+                    return Err((finish, e.into()));
                 }
             }
             Applied::Refused => nested.abort(),

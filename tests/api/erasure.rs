@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lmdb::{Cursor, Environment, EnvironmentFlags, Transaction};
 use rand::Rng;
 use serde_json::{json, Value};
 use strongroom::domain::{EntityId, TenantId};
@@ -26,13 +25,13 @@ use time::OffsetDateTime;
 use crate::harness::{
     contains, files_under, random_hex, read_file, verify_chain, RawStore, Resp, StoredEvent, TestServer,
 };
+use crate::raw_store::{entity_prefix, tenant_prefix};
 
 /// The appliance's default `keys.kek_retention_secs` (7 days).
 const DEFAULT_RETENTION_SECS: i64 = 7 * 24 * 3600;
 /// `crypto_erasure_final_by` = `completed_at` + retention + this margin.
 const FINALITY_MARGIN_SECS: i64 = 3600;
 /// Same map size as the appliance, so a reader never sees a resize.
-const MAP_SIZE: usize = 64 << 30;
 const POLL_TIMEOUT: Duration = Duration::from_secs(60);
 const RW: [&str; 2] = ["records:write", "records:read"];
 const RW_ERASE: [&str; 3] = ["records:write", "records:read", "entity:erase"];
@@ -41,54 +40,9 @@ const RW_ERASE: [&str; 3] = ["records:write", "records:read", "entity:erase"];
 // LMDB helpers (read-only: safe while the server runs)
 // ---------------------------------------------------------------------------------------
 
-fn open_ro(data_dir: &Path) -> Environment {
-    Environment::new()
-        .set_max_dbs(16)
-        .set_map_size(MAP_SIZE)
-        .set_max_readers(512)
-        .set_flags(EnvironmentFlags::NO_TLS | EnvironmentFlags::READ_ONLY)
-        .open(data_dir)
-        .unwrap_or_else(|e| panic!("open LMDB read-only at {}: {e}", data_dir.display()))
-}
-
 /// Every (key, value) of a named database whose key starts with `prefix`, in one snapshot.
 fn db_range(data_dir: &Path, db: &str, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let env = open_ro(data_dir);
-    let handle = env.open_db(Some(db)).unwrap_or_else(|e| panic!("db {db}: {e}"));
-    let txn = env.begin_ro_txn().expect("read txn");
-    let mut out = Vec::new();
-    {
-        let mut cursor = txn.open_ro_cursor(handle).expect("cursor");
-        let iter = if prefix.is_empty() {
-            cursor.iter_start()
-        } else {
-            cursor.iter_from(prefix)
-        };
-        for item in iter {
-            let (k, v) = item.expect("lmdb item");
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-        }
-    }
-    drop(txn);
-    out
-}
-
-/// `len(tenant) ‖ tenant`: the start of every key of one tenant's data.
-fn tenant_prefix(tenant: &str) -> Vec<u8> {
-    let mut k = vec![u8::try_from(tenant.len()).expect("short id")];
-    k.extend_from_slice(tenant.as_bytes());
-    k
-}
-
-/// `len(tenant) ‖ tenant ‖ len(entity) ‖ entity` (src/store/layout.rs).
-fn entity_prefix(tenant: &str, entity: &str) -> Vec<u8> {
-    let mut k = tenant_prefix(tenant);
-    k.push(u8::try_from(entity.len()).expect("short id"));
-    k.extend_from_slice(entity.as_bytes());
-    k
+    RawStore::open_read_only(data_dir).range(db, prefix)
 }
 
 /// Every key of one entity in `db` (the length bytes make the prefix exact: no other

@@ -12,17 +12,16 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lmdb::{Cursor, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags};
 use rand::RngCore;
 use serde_json::{json, Value};
 use strongroom::audit::{chain_hash, hash_hex, AuditEvent, GENESIS_PREV};
 use strongroom_hsm::testing::{SoftHsm, Swtpm};
 use tempfile::TempDir;
 
+pub use crate::raw_store::RawStore;
+
 /// The server binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_strongroom");
-/// Same map size as the appliance (`store::MAP_SIZE`), so readers never see a resize.
-const MAP_SIZE: usize = 64 << 30;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -641,51 +640,27 @@ impl Drop for TestServer {
     }
 }
 
-fn open_env(data_dir: &Path, read_only: bool) -> Environment {
-    let mut flags = EnvironmentFlags::NO_TLS;
-    if read_only {
-        flags |= EnvironmentFlags::READ_ONLY;
-    }
-    Environment::new()
-        .set_max_dbs(16)
-        .set_map_size(MAP_SIZE)
-        .set_max_readers(512)
-        .set_flags(flags)
-        .open(data_dir)
-        .expect("open LMDB environment")
-}
-
 /// Read every audit event (checking each one's bytes round-trip through
 /// `AuditEvent::from_bytes`) and the stored chain head, in one snapshot.
 pub fn read_audit_log(data_dir: &Path) -> (Vec<StoredEvent>, Vec<u8>) {
-    let env = open_env(data_dir, true);
-    let db = env.open_db(Some("audit")).expect("audit db");
-    let meta = env.open_db(Some("meta")).expect("meta db");
-    let txn = env.begin_ro_txn().expect("read txn");
+    let (entries, head) = RawStore::open_read_only(data_dir).entries_and_get("audit", "meta", b"audit_head");
     let mut out = Vec::new();
-    {
-        let mut cursor = txn.open_ro_cursor(db).expect("cursor");
-        for item in cursor.iter_start() {
-            let (key, value) = item.expect("audit item");
-            let event = AuditEvent::from_bytes(value).unwrap_or_else(|| {
-                panic!(
-                    "audit event does not parse canonically: {}",
-                    String::from_utf8_lossy(value)
-                )
-            });
-            assert_eq!(key, event.seq.to_be_bytes(), "audit key is the big-endian seq");
-            let json: Value =
-                serde_json::from_slice(&value[strongroom::audit::EVENT_PREFIX.len()..]).expect("event JSON");
-            out.push(StoredEvent {
-                bytes: value.to_vec(),
-                event,
-                json,
-            });
-        }
+    for (key, value) in entries {
+        let event = AuditEvent::from_bytes(&value).unwrap_or_else(|| {
+            panic!(
+                "audit event does not parse canonically: {}",
+                String::from_utf8_lossy(&value)
+            )
+        });
+        assert_eq!(key, event.seq.to_be_bytes(), "audit key is the big-endian seq");
+        let json: Value = serde_json::from_slice(&value[strongroom::audit::EVENT_PREFIX.len()..]).expect("event JSON");
+        out.push(StoredEvent {
+            bytes: value,
+            event,
+            json,
+        });
     }
-    let head = txn.get(meta, b"audit_head").expect("audit head").to_vec();
-    drop(txn);
-    (out, head)
+    (out, head.expect("audit head"))
 }
 
 /// Every audit event (see [`read_audit_log`]).
@@ -712,41 +687,6 @@ pub fn verify_chain(data_dir: &Path) -> Vec<StoredEvent> {
     let last: [u8; 32] = head[8..].try_into().expect("32 bytes");
     assert_eq!(hash_hex(&last), prev, "stored head hash");
     events
-}
-
-/// Raw LMDB access for tamper tests. Only while the server is stopped.
-pub struct RawStore {
-    env: Environment,
-}
-
-impl RawStore {
-    /// Open the environment read-write.
-    pub fn open(data_dir: &Path) -> Self {
-        Self {
-            env: open_env(data_dir, false),
-        }
-    }
-
-    /// A value of a named database.
-    pub fn get(&self, db: &str, key: &[u8]) -> Option<Vec<u8>> {
-        let db = self.env.open_db(Some(db)).expect("db");
-        let txn = self.env.begin_ro_txn().expect("txn");
-        let v = match txn.get(db, &key) {
-            Ok(v) => Some(v.to_vec()),
-            Err(lmdb::Error::NotFound) => None,
-            Err(e) => panic!("lmdb get: {e}"),
-        };
-        drop(txn);
-        v
-    }
-
-    /// Overwrite a value of a named database.
-    pub fn put(&self, db: &str, key: &[u8], value: &[u8]) {
-        let db = self.env.create_db(Some(db), DatabaseFlags::empty()).expect("db");
-        let mut txn = self.env.begin_rw_txn().expect("txn");
-        txn.put(db, &key, &value, WriteFlags::empty()).expect("put");
-        txn.commit().expect("commit");
-    }
 }
 
 /// Every regular file under `dir`, recursively.

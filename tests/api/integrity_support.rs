@@ -11,12 +11,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lmdb::{Cursor, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags};
 use serde_json::{json, Value};
 use strongroom::audit::{chain_hash, hash_hex, AuditEvent, ChainHash, EVENT_PREFIX, GENESIS_PREV};
 use strongroom_hsm::{MonotonicCounter, TpmConfig, TpmCounter};
 
 use crate::harness::{TestServer, BIN};
+use crate::raw_store::RawStore;
 
 /// How long detection by a running server may take (verify interval 1 s).
 pub const DETECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -25,67 +25,23 @@ pub const DETECT_TIMEOUT: Duration = Duration::from_secs(20);
 // Raw LMDB
 // ---------------------------------------------------------------------------------------
 
-/// One raw write: (database, key, `Some(value)` to put or `None` to delete).
-pub type Op = (&'static str, Vec<u8>, Option<Vec<u8>>);
+pub use crate::raw_store::Op;
 
-/// Read-write raw access to the data directory's LMDB environment, tolerant of corrupt
-/// events (unlike the harness's readers, which insist on canonical bytes). LMDB lets a
-/// second process write while the server runs: its writer lock is shared through
-/// `lock.mdb` and the server's next read transaction sees the commit.
-pub struct Raw {
-    env: Environment,
+/// Raw access to the data directory (the shared [`RawStore`], read-write) plus the
+/// audit-log views the tamper-evidence tests read; tolerant of corrupt events.
+pub struct Raw(RawStore);
+
+impl std::ops::Deref for Raw {
+    type Target = RawStore;
+    fn deref(&self) -> &RawStore {
+        &self.0
+    }
 }
 
 impl Raw {
     /// Open `data_dir` read-write.
     pub fn open(data_dir: &Path) -> Self {
-        let env = Environment::new()
-            .set_max_dbs(16)
-            .set_map_size(64 << 30)
-            .set_max_readers(512)
-            .set_flags(EnvironmentFlags::NO_TLS)
-            .open(data_dir)
-            .expect("open LMDB environment");
-        Self { env }
-    }
-
-    fn db(&self, name: &str) -> lmdb::Database {
-        self.env
-            .create_db(Some(name), DatabaseFlags::empty())
-            .unwrap_or_else(|e| panic!("db {name}: {e}"))
-    }
-
-    /// Every (key, value) of a database, in key order.
-    pub fn entries(&self, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let db = self.db(name);
-        let txn = self.env.begin_ro_txn().expect("read txn");
-        let mut out = Vec::new();
-        {
-            let mut cursor = txn.open_ro_cursor(db).expect("cursor");
-            for item in cursor.iter_start() {
-                let (k, v) = item.expect("item");
-                out.push((k.to_vec(), v.to_vec()));
-            }
-        }
-        drop(txn);
-        out
-    }
-
-    /// Apply puts (`Some`) and deletes (`None`) in one write transaction.
-    pub fn write(&self, ops: &[Op]) {
-        let dbs: Vec<lmdb::Database> = ops.iter().map(|(name, _, _)| self.db(name)).collect();
-        let mut txn = self.env.begin_rw_txn().expect("write txn");
-        for ((name, key, value), db) in ops.iter().zip(dbs) {
-            match value {
-                Some(v) => txn
-                    .put(db, key, v, WriteFlags::empty())
-                    .unwrap_or_else(|e| panic!("put into {name}: {e}")),
-                None => txn
-                    .del(db, key, None)
-                    .unwrap_or_else(|e| panic!("delete from {name}: {e}")),
-            }
-        }
-        txn.commit().expect("commit");
+        Self(RawStore::open(data_dir))
     }
 
     /// Every audit event as (seq from its key, stored bytes).

@@ -14,6 +14,7 @@ mod harness;
 mod integrity;
 mod integrity_support;
 mod privacy;
+mod raw_store;
 mod records;
 mod tamper;
 mod tenancy;

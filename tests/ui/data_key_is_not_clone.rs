@@ -2,6 +2,6 @@
 use strongroom::keys::DataKey;
 
 fn main() {
-    let key = DataKey::generate();
+    let key = DataKey::generate(&strongroom::random::Random::os());
     let _copy = key.clone();
 }

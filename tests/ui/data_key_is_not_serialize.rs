@@ -4,6 +4,6 @@ use strongroom::keys::DataKey;
 fn serializable<T: serde::Serialize>(_: &T) {}
 
 fn main() {
-    let key = DataKey::generate();
+    let key = DataKey::generate(&strongroom::random::Random::os());
     serializable(&key);
 }

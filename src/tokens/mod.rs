@@ -1,4 +1,4 @@
-//! The token service: minting and revoking bearer tokens under the delegation rules.
+//! The token service (top-level so `auth` stays below `audit`): minting and revoking bearer tokens under the delegation rules.
 //!
 //! Invariants (no privilege escalation, SPEC §6):
 //! - an operator may create operator tokens with a subset of its own permissions and
@@ -13,10 +13,10 @@
 
 use std::sync::Arc;
 
-use super::tokens::{mint, MintedToken};
-use super::{Permission, Principal, TokenKind, TokenRecord};
 use crate::audit::integrity::Integrity;
 use crate::audit::PendingEvent;
+use crate::auth::tokens::{mint, MintedToken};
+use crate::auth::{Permission, Principal, TokenKind, TokenRecord};
 use crate::clock::{rfc3339, Clock};
 use crate::domain::{Actor, TenantId};
 use crate::random::Random;
@@ -178,7 +178,7 @@ impl TokenService {
         let Some(target) = target else {
             return Err(TokenError::NotFound(format!(
                 "token {} not found",
-                crate::api::ctx::resource_id(&token_id)
+                crate::domain::loggable_id(&token_id)
             )));
         };
         let operator_target = target.tenant_id.is_none();
