@@ -92,12 +92,14 @@ pub fn tenant_exists_in(txn: &WriteTxn<'_, '_>, tenant: &TenantId) -> Result<boo
 
 /// The governed extra budget of `tenant` (micro-ε).
 pub fn budget_extra(txn: &WriteTxn<'_, '_>, tenant: &TenantId) -> Result<u64, ChangeError> {
-    txn.dp_extra(&system_tenant_scope(tenant))
+    Ok(txn
+        .get(&crate::privacy::tables::EXTRA, &system_tenant_scope(tenant))?
+        .unwrap_or(0))
 }
 
 /// Set the governed extra budget of `tenant` (micro-ε).
 pub fn set_budget_extra(txn: &mut WriteTxn<'_, '_>, tenant: &TenantId, micros: u64) -> Result<(), ChangeError> {
-    txn.set_dp_extra(&system_tenant_scope(tenant), micros)
+    txn.put(&crate::privacy::tables::EXTRA, &system_tenant_scope(tenant), &micros)
 }
 
 /// Revoke the tenant's tokens and delete its data (`NotFound` if it does not exist).

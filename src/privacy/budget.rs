@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::epsilon::Epsilon;
+use super::tables;
 use crate::audit::{Outcome, PendingEvent};
 use crate::auth::TenantScope;
 use crate::store::{ChangeError, WriteTxn};
@@ -29,7 +30,7 @@ pub struct Claim {
 /// What the idempotency ledger holds for a key (JSON in `dp_idempotency`).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LedgerEntry {
+pub(super) struct LedgerEntry {
     fingerprint: String,
     /// The exact answer body, once stored.
     answer: Option<String>,
@@ -66,9 +67,7 @@ pub fn charge(
 ) -> Result<Charge, ChangeError> {
     let zero = Epsilon::ZERO.to_string();
     if let Some(claim) = claim {
-        if let Some(bytes) = txn.dp_idempotency(scope, &claim.key)? {
-            let entry: LedgerEntry =
-                serde_json::from_slice(&bytes).map_err(|_| ChangeError::Corrupt("dp_idempotency"))?;
+        if let Some(entry) = txn.get(&tables::IDEMPOTENCY, (scope, &claim.key))? {
             let conflict = if entry.fingerprint != claim.fingerprint {
                 "this Idempotency-Key was used with a different query"
             } else if let Some(answer) = entry.answer {
@@ -85,18 +84,21 @@ pub fn charge(
         }
     }
     // Governance (`raise_budget`) may have added to the configured total.
-    let total = Epsilon::from_micros(total.micros().saturating_add(txn.dp_extra(scope)?));
-    let spent = Epsilon::from_micros(txn.dp_spent(scope)?);
+    let total = Epsilon::from_micros(
+        total
+            .micros()
+            .saturating_add(txn.get(&tables::EXTRA, scope)?.unwrap_or(0)),
+    );
+    let spent = Epsilon::from_micros(txn.get(&tables::SPENT, scope)?.unwrap_or(0));
     match spent.checked_add(epsilon).filter(|after| *after <= total) {
         Some(after) => {
-            txn.set_dp_spent(scope, after.micros())?;
+            txn.put(&tables::SPENT, scope, &after.micros())?;
             if let Some(claim) = claim {
                 let entry = LedgerEntry {
                     fingerprint: claim.fingerprint.clone(),
                     answer: None,
                 };
-                let bytes = serde_json::to_vec(&entry).map_err(|_| ChangeError::Corrupt("dp_idempotency"))?;
-                txn.put_dp_idempotency(scope, &claim.key, &bytes)?;
+                txn.put(&tables::IDEMPOTENCY, (scope, &claim.key), &entry)?;
             }
             ev.details.insert("epsilon_charged".into(), epsilon.to_string().into());
             Ok(Charge::Charged {
@@ -127,8 +129,7 @@ pub fn store_answer(
         fingerprint: claim.fingerprint.clone(),
         answer: Some(String::from_utf8(answer.to_vec()).map_err(|_| ChangeError::Corrupt("answer"))?),
     };
-    let bytes = serde_json::to_vec(&entry).map_err(|_| ChangeError::Corrupt("dp_idempotency"))?;
-    txn.put_dp_idempotency(scope, &claim.key, &bytes)
+    txn.put(&tables::IDEMPOTENCY, (scope, &claim.key), &entry)
 }
 
 #[cfg(test)]

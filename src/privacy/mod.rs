@@ -24,6 +24,7 @@ pub mod mechanism;
 pub mod report;
 pub mod request;
 pub mod sampler;
+pub mod tables;
 
 #[cfg(test)]
 mod bench_tests;

@@ -11,6 +11,7 @@
 mod backend;
 pub mod layout;
 mod read;
+pub mod table;
 mod write;
 mod writer;
 

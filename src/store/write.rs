@@ -4,6 +4,7 @@
 use lmdb::{Cursor, Database, RwTransaction, Transaction, WriteFlags};
 
 use super::read::TenantRecord;
+use super::table::{KeyCodec, Table, ValueCodec};
 use super::{backend, layout};
 use super::{Dbs, StoreError};
 use crate::auth::tokens::TokenHash;
@@ -350,45 +351,30 @@ impl WriteTxn<'_, '_> {
 
 /// `len(tenant) tenant`: the key of a tenant's privacy budget, and the prefix of its
 /// idempotency-ledger keys.
-fn dp_tenant_key(scope: &TenantScope) -> Vec<u8> {
-    layout::tenant_prefix(scope.tenant())
-}
-
-/// Differential-privacy budget and idempotency ledger (see `crate::privacy::budget`).
+/// Typed tables (see [`super::table`]): the accessors every domain's tables share.
 impl WriteTxn<'_, '_> {
-    /// ε spent by the caller's tenant, in micro-ε (0 if it never queried).
-    pub fn dp_spent(&self, scope: &TenantScope) -> Result<u64, ChangeError> {
-        match backend::lmdb::get(&*self.txn, self.dbs.dp_budget, &dp_tenant_key(scope))? {
-            Some(v) => Ok(u64::from_be_bytes(
-                v.try_into().map_err(|_| ChangeError::Corrupt("dp_budget"))?,
-            )),
-            None => Ok(0),
+    /// The value under `key`, if any.
+    pub fn get<K: KeyCodec, V: ValueCodec>(
+        &self,
+        table: &Table<K, V>,
+        key: K::Key<'_>,
+    ) -> Result<Option<V::Value>, ChangeError> {
+        match backend::lmdb::get(&*self.txn, table.db(self.dbs), &table.key(key))? {
+            Some(bytes) => V::decode(bytes).map(Some).ok_or(ChangeError::Corrupt(table.name())),
+            None => Ok(None),
         }
     }
 
-    /// Set the ε spent by the caller's tenant (micro-ε).
-    pub fn set_dp_spent(&mut self, scope: &TenantScope, micros: u64) -> Result<(), ChangeError> {
-        self.txn.put(
-            self.dbs.dp_budget,
-            &dp_tenant_key(scope),
-            &micros.to_be_bytes(),
-            WriteFlags::empty(),
-        )?;
-        Ok(())
-    }
-
-    /// The idempotency-ledger entry of one of the caller's keys.
-    pub fn dp_idempotency(&self, scope: &TenantScope, key: &str) -> Result<Option<Vec<u8>>, ChangeError> {
-        let mut k = dp_tenant_key(scope);
-        k.extend_from_slice(key.as_bytes());
-        Ok(backend::lmdb::get(&*self.txn, self.dbs.dp_idempotency, &k)?.map(<[u8]>::to_vec))
-    }
-
-    /// Write the idempotency-ledger entry of one of the caller's keys.
-    pub fn put_dp_idempotency(&mut self, scope: &TenantScope, key: &str, entry: &[u8]) -> Result<(), ChangeError> {
-        let mut k = dp_tenant_key(scope);
-        k.extend_from_slice(key.as_bytes());
-        self.txn.put(self.dbs.dp_idempotency, &k, &entry, WriteFlags::empty())?;
+    /// Store `value` under `key` (replacing any).
+    pub fn put<K: KeyCodec, V: ValueCodec>(
+        &mut self,
+        table: &Table<K, V>,
+        key: K::Key<'_>,
+        value: &V::Value,
+    ) -> Result<(), ChangeError> {
+        let bytes = V::encode(value).ok_or(ChangeError::Corrupt(table.name()))?;
+        self.txn
+            .put(table.db(self.dbs), &table.key(key), &bytes, WriteFlags::empty())?;
         Ok(())
     }
 }
@@ -439,27 +425,6 @@ impl WriteTxn<'_, '_> {
             self.dbs.meta,
             &layout::META_GOVERNANCE_QUORUM,
             &value,
-            WriteFlags::empty(),
-        )?;
-        Ok(())
-    }
-
-    /// ε added to the tenant's configured budget by governance, in micro-ε.
-    pub fn dp_extra(&self, scope: &TenantScope) -> Result<u64, ChangeError> {
-        match backend::lmdb::get(&*self.txn, self.dbs.dp_budget_extra, &dp_tenant_key(scope))? {
-            Some(v) => Ok(u64::from_be_bytes(
-                v.try_into().map_err(|_| ChangeError::Corrupt("dp_budget_extra"))?,
-            )),
-            None => Ok(0),
-        }
-    }
-
-    /// Set the ε added to the tenant's configured budget (micro-ε).
-    pub fn set_dp_extra(&mut self, scope: &TenantScope, micros: u64) -> Result<(), ChangeError> {
-        self.txn.put(
-            self.dbs.dp_budget_extra,
-            &dp_tenant_key(scope),
-            &micros.to_be_bytes(),
             WriteFlags::empty(),
         )?;
         Ok(())
