@@ -1,75 +1,113 @@
-//! Every store call governance makes, in one place: proposals (`proposals` database,
-//! JSON of [`Proposal`]), the stored quorum (`meta` key `governance_quorum`), and the
-//! effects of governed operations (tenant destruction, budget extras).
+//! Governance's tables and every store call governance makes, in one place: proposals
+//! (`proposals` database, JSON of [`Proposal`]) and the stored quorum (`meta` key
+//! `governance_quorum`) as typed tables, and the effects of governed operations (tenant
+//! destruction; budget extras through the privacy domain's table).
 //!
-//! Invariant: this is the only file of `governance/` that names `ReadTxn`/`WriteTxn`
-//! methods, so re-pointing governance at typed tables touches this file alone.
+//! Invariant: this is the only file of `governance/` that touches the store; a value that
+//! does not decode is `Corrupt("proposals")` / `Corrupt("governance_quorum")`.
 
 use super::proposal::Proposal;
 use super::quorum::Quorum;
 use crate::auth::{system_scope, system_tenant_scope};
 use crate::domain::TenantId;
+use crate::store::layout::META_GOVERNANCE_QUORUM;
+use crate::store::table::{KeyCodec, Table, ValueCodec};
 use crate::store::{ChangeError, DestroyCounts, Store, StoreError, WriteTxn};
 
-/// The stored quorum, if `set_quorum` ever ran.
-fn decode_quorum(bytes: Option<Vec<u8>>) -> Result<Option<Quorum>, ChangeError> {
-    bytes
-        .map(|b| Quorum::from_bytes(&b).map_err(|_| ChangeError::Corrupt("governance_quorum")))
-        .transpose()
+/// Key of the `proposals` table: the proposal id.
+pub struct ProposalId;
+
+impl KeyCodec for ProposalId {
+    type Key<'a> = &'a str;
+    fn encode(id: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(id.as_bytes());
+    }
 }
+
+/// The single `meta` key of the stored quorum.
+pub struct QuorumKey;
+
+impl KeyCodec for QuorumKey {
+    type Key<'a> = ();
+    fn encode((): (), out: &mut Vec<u8>) {
+        out.extend_from_slice(META_GOVERNANCE_QUORUM);
+    }
+}
+
+/// A proposal as stored (JSON of [`Proposal`]).
+pub struct ProposalCodec;
+
+impl ValueCodec for ProposalCodec {
+    type Value = Proposal;
+    fn encode(p: &Proposal) -> Option<Vec<u8>> {
+        p.to_bytes().ok()
+    }
+    fn decode(bytes: &[u8]) -> Option<Proposal> {
+        Proposal::from_bytes(bytes).ok()
+    }
+}
+
+/// The stored quorum (canonical JSON of its spec, validated on load).
+pub struct QuorumCodec;
+
+impl ValueCodec for QuorumCodec {
+    type Value = Quorum;
+    fn encode(q: &Quorum) -> Option<Vec<u8>> {
+        Some(q.to_bytes().to_vec())
+    }
+    fn decode(bytes: &[u8]) -> Option<Quorum> {
+        Quorum::from_bytes(bytes).ok()
+    }
+}
+
+/// Governance proposals by id.
+const PROPOSALS: Table<ProposalId, ProposalCodec> = Table::new("proposals", |d| d.proposals);
+/// The quorum set by `set_quorum` (`meta` key `governance_quorum`).
+const QUORUM: Table<QuorumKey, QuorumCodec> = Table::new("governance_quorum", |d| d.meta);
 
 /// The quorum in force at the latest snapshot: stored, else `config`.
 pub fn quorum(store: &Store, config: Option<&Quorum>) -> Result<Option<Quorum>, StoreError> {
-    let stored =
-        decode_quorum(store.read()?.governance_quorum()?).map_err(|_| StoreError::Corrupt("governance_quorum"))?;
-    Ok(stored.or_else(|| config.cloned()))
+    Ok(store.read()?.get(&QUORUM, ())?.or_else(|| config.cloned()))
 }
 
 /// The quorum in force inside a write transaction: stored, else `config`.
 pub fn quorum_in(txn: &WriteTxn<'_, '_>, config: Option<&Quorum>) -> Result<Option<Quorum>, ChangeError> {
-    Ok(decode_quorum(txn.governance_quorum()?)?.or_else(|| config.cloned()))
+    Ok(txn.get(&QUORUM, ())?.or_else(|| config.cloned()))
 }
 
 /// Replace the stored quorum.
 pub fn put_quorum(txn: &mut WriteTxn<'_, '_>, q: &Quorum) -> Result<(), ChangeError> {
-    txn.set_governance_quorum(&system_scope(), q.to_bytes())
+    txn.put(&QUORUM, (), q)
 }
 
 /// A stored proposal at the latest snapshot.
 pub fn get(store: &Store, id: &str) -> Result<Option<Proposal>, StoreError> {
-    store
-        .read()?
-        .proposal(id)?
-        .map(|b| Proposal::from_bytes(&b).map_err(|_| StoreError::Corrupt("proposals")))
-        .transpose()
+    store.read()?.get(&PROPOSALS, id)
 }
 
 /// Every stored proposal (unreadable ones are logged and skipped).
 pub fn all(store: &Store) -> Result<Vec<Proposal>, StoreError> {
-    let stored = store.read()?.proposals()?;
+    let stored = store.read()?.values(&PROPOSALS)?;
     Ok(stored
-        .iter()
-        .filter_map(|b| match Proposal::from_bytes(b) {
-            Ok(p) => Some(p),
-            Err(_) => {
+        .into_iter()
+        .filter_map(|p| {
+            if p.is_none() {
                 tracing::error!("unreadable governance proposal in the store");
-                None
             }
+            p
         })
         .collect())
 }
 
 /// Proposal `id` inside a write transaction (`NotFound` if absent).
 pub fn load(txn: &WriteTxn<'_, '_>, id: &str) -> Result<Proposal, ChangeError> {
-    let bytes = txn
-        .proposal(id)?
-        .ok_or_else(|| ChangeError::NotFound(format!("proposal {id} not found")))?;
-    Proposal::from_bytes(&bytes)
+    txn.get(&PROPOSALS, id)?
+        .ok_or_else(|| ChangeError::NotFound(format!("proposal {id} not found")))
 }
 
 /// Store a new proposal (`Conflict` if its id is taken).
 pub fn insert(txn: &mut WriteTxn<'_, '_>, p: &Proposal) -> Result<(), ChangeError> {
-    if txn.proposal(&p.proposal_id)?.is_some() {
+    if txn.get(&PROPOSALS, &p.proposal_id)?.is_some() {
         return Err(ChangeError::Conflict(format!("proposal {} exists", p.proposal_id)));
     }
     save(txn, p)
@@ -77,7 +115,7 @@ pub fn insert(txn: &mut WriteTxn<'_, '_>, p: &Proposal) -> Result<(), ChangeErro
 
 /// Store `p` over its previous version.
 pub fn save(txn: &mut WriteTxn<'_, '_>, p: &Proposal) -> Result<(), ChangeError> {
-    txn.put_proposal(&p.proposal_id, &p.to_bytes()?)
+    txn.put(&PROPOSALS, &p.proposal_id, p)
 }
 
 /// Whether `tenant` exists at the latest snapshot.

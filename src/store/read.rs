@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backend;
 use super::layout::{self, META_AUDIT_HEAD};
+use super::table::{KeyCodec, Table, ValueCodec};
 use super::{Dbs, StoreError};
 use crate::audit::ChainHash;
 use crate::auth::tokens::TokenHash;
@@ -561,32 +562,38 @@ pub(super) fn token_admins(txn: &impl Transaction, tokens: Database, now: i64) -
     Ok(out)
 }
 
-/// Governance (see `crate::governance`).
+/// Typed tables (see [`super::table`]).
 impl ReadTxn<'_> {
-    /// A proposal's stored bytes.
-    pub fn proposal(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(get(&self.txn, self.dbs.proposals, id.as_bytes())?.map(<[u8]>::to_vec))
+    /// The value under `key`, if any.
+    pub fn get<K: KeyCodec, V: ValueCodec>(
+        &self,
+        table: &Table<K, V>,
+        key: K::Key<'_>,
+    ) -> Result<Option<V::Value>, StoreError> {
+        match get(&self.txn, table.db(self.dbs), &table.key(key))? {
+            Some(bytes) => V::decode(bytes).map(Some).ok_or(StoreError::Corrupt(table.name())),
+            None => Ok(None),
+        }
     }
 
-    /// Every proposal's stored bytes, by id.
-    pub fn proposals(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut cursor = self.txn.open_ro_cursor(self.dbs.proposals)?;
+    /// Every value of the table in key order; `None` for one that does not decode (the
+    /// caller decides whether that is fatal).
+    pub fn values<K: KeyCodec, V: ValueCodec>(&self, table: &Table<K, V>) -> Result<Vec<Option<V::Value>>, StoreError> {
+        let mut cursor = self.txn.open_ro_cursor(table.db(self.dbs))?;
         let mut out = Vec::new();
         for item in cursor.iter_start() {
             let (_, v) = item?;
-            out.push(v.to_vec());
+            out.push(V::decode(v));
         }
         drop(cursor);
         Ok(out)
     }
+}
 
+/// Governance (see `crate::governance`).
+impl ReadTxn<'_> {
     /// Whether `tenant` was destroyed by governance (its id is not reused).
     pub fn tenant_destroyed(&self, tenant: &TenantId) -> Result<bool, StoreError> {
         Ok(get(&self.txn, self.dbs.meta, &layout::destroyed_tenant_key(tenant))?.is_some())
-    }
-
-    /// The quorum stored by a `set_quorum` proposal, if any.
-    pub fn governance_quorum(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(get(&self.txn, self.dbs.meta, layout::META_GOVERNANCE_QUORUM)?.map(<[u8]>::to_vec))
     }
 }

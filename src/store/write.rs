@@ -398,38 +398,9 @@ pub struct DestroyCounts {
     pub tokens_revoked: u64,
 }
 
-/// Governance (see `crate::governance`): proposals, the stored quorum, budget raises and
-/// tenant destruction. Values are opaque bytes here; the governance module owns their
-/// format.
+/// Governance (see `crate::governance`): tenant destruction (its proposals and stored
+/// quorum are typed tables in `governance/tables.rs`).
 impl WriteTxn<'_, '_> {
-    /// A proposal's stored bytes.
-    pub fn proposal(&self, id: &str) -> Result<Option<Vec<u8>>, ChangeError> {
-        Ok(backend::lmdb::get(&*self.txn, self.dbs.proposals, id.as_bytes())?.map(<[u8]>::to_vec))
-    }
-
-    /// Store a proposal (created or updated).
-    pub fn put_proposal(&mut self, id: &str, value: &[u8]) -> Result<(), ChangeError> {
-        self.txn
-            .put(self.dbs.proposals, &id.as_bytes(), &value, WriteFlags::empty())?;
-        Ok(())
-    }
-
-    /// The quorum stored by a `set_quorum` proposal, if any.
-    pub fn governance_quorum(&self) -> Result<Option<Vec<u8>>, ChangeError> {
-        Ok(backend::lmdb::get(&*self.txn, self.dbs.meta, layout::META_GOVERNANCE_QUORUM)?.map(<[u8]>::to_vec))
-    }
-
-    /// Replace the stored quorum.
-    pub fn set_governance_quorum(&mut self, _scope: &OperatorScope, value: &[u8]) -> Result<(), ChangeError> {
-        self.txn.put(
-            self.dbs.meta,
-            &layout::META_GOVERNANCE_QUORUM,
-            &value,
-            WriteFlags::empty(),
-        )?;
-        Ok(())
-    }
-
     /// A tenant's record, if it exists.
     pub fn tenant_record(&self, tenant: &crate::domain::TenantId) -> Result<Option<TenantRecord>, ChangeError> {
         match backend::lmdb::get(&*self.txn, self.dbs.tenants, tenant.as_str().as_bytes())? {
