@@ -272,3 +272,70 @@ async fn events_carry_the_token_id() {
         String::from_utf8_lossy(&e.bytes)
     );
 }
+
+/// Attack: the last two token admins revoke each other at the same instant. Checked
+/// outside the revocation's transaction, both saw two admins and both revocations
+/// committed, leaving no token able to manage tokens (init runs once: a lock-out). The
+/// check now runs inside the write transaction: at most one revocation commits; the other
+/// is refused (409, audited) or, if it arrives after the first committed, its token is
+/// already revoked (401). Several rounds, each with a fresh pair of last admins.
+#[tokio::test]
+async fn concurrent_mutual_revocation_cannot_lock_the_operators_out() {
+    let s = TestServer::start();
+    let mut admin = s.operator().to_owned();
+    let mut admin_id = s
+        .audit_events()
+        .iter()
+        .find(|e| e.event.details.get("bootstrap").is_some())
+        .map(|e| e.event.resource.trim_start_matches("token:").to_owned())
+        .expect("the bootstrap token_create event");
+    let mut raced = 0;
+    for round in 0..8 {
+        // `admin` is the only token admin; it makes a peer with all of its permissions.
+        let peer = s
+            .post(
+                "/v1/admin/tokens",
+                Some(&admin),
+                &json!({"actor": format!("operator:peer{round}"), "tenant_id": null,
+                        "permissions": ["tenants:manage", "tokens:manage", "keys:rotate", "governance:propose", "audit:read"],
+                        "ttl_secs": 3600}),
+            )
+            .await;
+        peer.expect(201);
+        let peer_token = peer.json["token"].as_str().expect("token").to_owned();
+        let peer_id = peer.json["token_id"].as_str().expect("id").to_owned();
+        let (revoke_admin, revoke_peer) = (
+            format!("/v1/admin/tokens/{admin_id}"),
+            format!("/v1/admin/tokens/{peer_id}"),
+        );
+        let (a, b) = tokio::join!(
+            s.delete(&revoke_admin, Some(&peer_token)),
+            s.delete(&revoke_peer, Some(&admin)),
+        );
+        assert!(
+            !(a.status == 204 && b.status == 204),
+            "round {round}: both last admins were revoked (operators locked out)"
+        );
+        let loser = if a.status == 204 { &b } else { &a };
+        assert!(
+            [204, 401, 409].contains(&a.status)
+                && [204, 401, 409].contains(&b.status)
+                && (a.status == 204 || b.status == 204),
+            "round {round}: one revocation commits, the other is refused: {} / {}",
+            a.status,
+            b.status
+        );
+        if loser.status == 409 {
+            raced += 1;
+            loser.expect_error(409, "conflict");
+            let e = s.expect_event(loser, "token_revoke", "failed");
+            assert_eq!(e.json["details"]["error"], "conflict");
+        }
+        if a.status == 204 {
+            (admin, admin_id) = (peer_token, peer_id);
+        }
+        // The survivor still manages tokens.
+        s.get("/v1/admin/tenants", Some(&admin)).await.expect(200);
+    }
+    eprintln!("{raced} of 8 rounds raced into the in-transaction check");
+}
