@@ -102,7 +102,6 @@ pub fn compose(p: Parts) -> AppState {
         rotation,
         erasure,
         privacy,
-        tenant_admin,
         governance,
         tenants,
         random,

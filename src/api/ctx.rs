@@ -222,11 +222,6 @@ impl Ctx {
         }
     }
 
-    /// The authenticated principal.
-    pub fn principal(&self) -> Option<&Principal> {
-        self.principal.as_ref()
-    }
-
     /// Name the resource once it is known (e.g. from the body, or a new id).
     pub fn set_resource(&mut self, resource: String) {
         self.resource = resource;

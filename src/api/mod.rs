@@ -58,8 +58,6 @@ pub struct AppState {
     pub erasure: ErasureService,
     /// Differentially private queries.
     pub privacy: crate::privacy::PrivacyService,
-    /// Serialises tenant creation (see `tenants`) and destruction (governance).
-    pub tenant_admin: Arc<tokio::sync::Mutex<()>>,
     /// Multi-party governance.
     pub governance: crate::governance::Governance,
     /// Tenant lifecycle.
@@ -74,14 +72,6 @@ impl AppState {
     /// The current integrity alarm, if any.
     pub fn alarm(&self) -> Option<String> {
         self.integrity.alarm().reason()
-    }
-
-    /// 503 `integrity_alarm` while the alarm is raised.
-    pub fn guard_integrity(&self) -> Result<(), ApiError> {
-        match self.alarm() {
-            Some(why) => Err(ApiError::integrity_alarm(why)),
-            None => Ok(()),
-        }
     }
 }
 

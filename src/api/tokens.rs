@@ -4,7 +4,6 @@
 //! service's (`crate::auth::service`); these handlers only parse and answer.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::body::read_json;
@@ -14,21 +13,8 @@ use super::AppState;
 use crate::audit::Action;
 use crate::auth::tokens::reveal;
 use crate::auth::Permission;
-use crate::domain::{Actor, TenantId};
 use crate::store::ChangeError;
 use crate::tokens::{TokenError, TokenRequest};
-
-/// `POST /v1/admin/tokens` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    actor: Actor,
-    #[serde(default)]
-    tenant_id: Option<TenantId>,
-    permissions: Vec<Permission>,
-    #[serde(default)]
-    ttl_secs: Option<i64>,
-}
 
 const MANAGE: RouteSpec<EitherKind> = RouteSpec::new(Action::TokenCreate, EitherKind(Permission::TokensManage));
 const REVOKE: RouteSpec<EitherKind> = RouteSpec::new(Action::TokenRevoke, EitherKind(Permission::TokensManage));
@@ -54,13 +40,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let (mut ctx, auth) = Ctx::open(&req, &state, &MANAGE, "token:*".to_owned()).await?;
     let result = async {
-        let body: CreateToken = read_json(payload, state.max_body).await.map_err(Refusal::Failed)?;
-        let request = TokenRequest {
-            actor: body.actor,
-            tenant_id: body.tenant_id,
-            permissions: body.permissions,
-            ttl_secs: body.ttl_secs,
-        };
+        let request: TokenRequest = read_json(payload, state.max_body).await.map_err(Refusal::Failed)?;
         let prepared = state.tokens.prepare(auth.principal(), request).map_err(refusal)?;
         ctx.set_resource(format!("token:{}", prepared.token_id()));
         let created = state

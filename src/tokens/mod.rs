@@ -27,15 +27,19 @@ pub const DEFAULT_TTL_SECS: i64 = 24 * 3600;
 /// Longest token lifetime.
 pub const MAX_TTL_SECS: i64 = 366 * 24 * 3600;
 
-/// What a caller asks to mint.
+/// What a caller asks to mint: the `POST /v1/admin/tokens` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// Actor name of the new token.
     pub actor: Actor,
     /// Tenant of a tenant token; `None` for an operator token.
+    #[serde(default)]
     pub tenant_id: Option<TenantId>,
     /// Its permissions.
     pub permissions: Vec<Permission>,
     /// Requested lifetime.
+    #[serde(default)]
     pub ttl_secs: Option<i64>,
 }
 
